@@ -1,0 +1,32 @@
+"""Putting the pure parts together from validated settings (reads rule and model files once)."""
+
+from __future__ import annotations
+
+from .classify import Classifier, ScamModel, Thresholds
+from .matchers import RuleContext
+from .paths import shipped
+from .ruleset import Ruleset, load_ruleset
+from .settings import GuardSettings
+
+
+def rule_context(settings: GuardSettings, ruleset: Ruleset) -> RuleContext:
+    lists = dict(ruleset.lists)
+    lists["official"] = frozenset(settings.official_domains())
+    lists["allowlist"] = lists.get("allowlist", frozenset()) | {x.lower() for x in settings.rules.allowlist}
+    lists["denylist"] = lists.get("denylist", frozenset()) | {x.lower() for x in settings.rules.denylist}
+    return RuleContext(settings.official_domains(), settings.protected_names(), lists)
+
+
+def load_rules(settings: GuardSettings) -> Ruleset:
+    return load_ruleset(settings.rules.shipped_dir or shipped("rules"), settings.rules.local_dir)
+
+
+def build_classifier(settings: GuardSettings, *, model: ScamModel | None = None, ruleset: Ruleset | None = None) -> Classifier:
+    ruleset = ruleset or load_rules(settings)
+    t = settings.thresholds
+    return Classifier(
+        ruleset=ruleset,
+        context=rule_context(settings, ruleset),
+        thresholds=Thresholds(t.scam, t.suspicious, t.report, t.automated, t.inquiry, t.paid),
+        model=model,
+    )

@@ -1,0 +1,156 @@
+"""Domain helpers: registrable domains and look-alike detection.
+
+The registrable domain ("crm.cat" for "events.crm.cat", "example.co.uk" for
+"a.b.example.co.uk") comes from the Public Suffix List bundled with the
+``publicsuffixlist`` package, so no network is needed.
+
+Look-alikes are found three ways, each reported with its own reason:
+
+* homoglyphs: both names reduced to a *skeleton* built from the Unicode
+  confusables data shipped by ``confusable_homoglyphs`` ("crrn.cat" and
+  "crm.cat" share the skeleton because "rn" is listed as confusable with "m";
+  "сrm.cat" with a Cyrillic "с" likewise);
+* edit distance on the label left of the public suffix (rapidfuzz), scaled to
+  the label length so short names need a closer match;
+* an official name (institute or event short name) used as a token inside a
+  foreign domain ("crm-housing.com").
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from dataclasses import dataclass
+
+import confusable_homoglyphs
+from publicsuffixlist import PublicSuffixList
+from rapidfuzz.distance import Levenshtein
+
+_PSL = PublicSuffixList()
+
+
+@functools.lru_cache(maxsize=65536)
+def registrable(host: str) -> str:
+    """The registrable domain of a host name, lower-cased; the host itself when unknown."""
+    host = host.strip().strip(".").lower()
+    if not host:
+        return ""
+    try:
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        pass
+    try:
+        found = _PSL.privatesuffix(host)
+    except Exception:
+        found = None
+    return found or host
+
+
+def public_suffix(host: str) -> str:
+    try:
+        return _PSL.publicsuffix(host.lower()) or ""
+    except Exception:
+        return ""
+
+
+def label_of(domain: str) -> str:
+    """The part of a registrable domain left of its public suffix ("crm" for "crm.cat")."""
+    suffix = public_suffix(domain)
+    if suffix and domain.endswith("." + suffix):
+        return domain[: -len(suffix) - 1]
+    return domain.split(".", 1)[0]
+
+
+def _build_skeleton_tables() -> tuple[dict[str, str], list[tuple[str, str]]]:
+    path = os.path.join(os.path.dirname(confusable_homoglyphs.__file__), "confusables.json")
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    single: dict[str, str] = {}
+    multi: list[tuple[str, str]] = []
+    target = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+    for char, entries in data.items():
+        for entry in entries:
+            glyph = entry["c"].lower()
+            if len(char) != 1:
+                continue
+            low = char.lower()
+            if not low.isascii() and len(glyph) == 1 and glyph in target:
+                single.setdefault(low, glyph)
+            elif low in target and len(glyph) > 1 and all(g in target for g in glyph):
+                # an ASCII sequence that looks like one ASCII letter ("rn" ~ "m")
+                multi.append((glyph, low))
+    # digits and letters commonly swapped in domains
+    single.update({"0": "o", "1": "l", "i": "l", "|": "l"})
+    multi.sort(key=lambda pair: -len(pair[0]))
+    return single, multi
+
+
+_SINGLE, _MULTI = _build_skeleton_tables()
+
+
+@functools.lru_cache(maxsize=65536)
+def skeleton(name: str) -> str:
+    """A form of a domain name where visually confusable spellings coincide."""
+    name = name.lower()
+    name = "".join(_SINGLE.get(ch, ch) for ch in name)
+    for seq, repl in _MULTI:
+        if seq in name:
+            name = name.replace(seq, repl)
+    return "".join(_SINGLE.get(ch, ch) for ch in name)
+
+
+@dataclass(frozen=True, slots=True)
+class LookAlike:
+    domain: str
+    official: str
+    how: str  # "homoglyph", "edit-distance" or "name-inside"
+
+
+_TOKEN_SPLIT = re.compile(r"[.\-_0-9]+")
+
+
+def find_lookalike(domain: str, official_domains: tuple[str, ...], official_names: tuple[str, ...]) -> LookAlike | None:
+    """Whether ``domain`` imitates one of the official domains or names.
+
+    ``official_domains`` are registrable domains (crm.cat); ``official_names``
+    are short lower-case names (crm, mfml2026) that should not appear in a
+    foreign domain. An official domain itself, or a subdomain of one, never
+    matches.
+    """
+    dom = registrable(domain)
+    if not dom or dom in official_domains:
+        return None
+    label = _unicode(label_of(dom))
+    skel = skeleton(label)
+    for off in official_domains:
+        off_label = label_of(off)
+        if skeleton(off_label) == skel:
+            return LookAlike(dom, off, "homoglyph")
+        n = len(off_label)
+        if n >= 4:
+            limit = 1 if n < 8 else 2
+            if Levenshtein.distance(label, off_label, score_cutoff=limit) <= limit:
+                return LookAlike(dom, off, "edit-distance")
+    # the whole host counts here: "crm.cat.example.com" uses the name as well
+    host = domain.lower().strip(".")
+    suffix = public_suffix(host)
+    left = host[: -len(suffix) - 1] if suffix and host.endswith("." + suffix) else host
+    tokens = {t for t in _TOKEN_SPLIT.split(left) if t}
+    for name in official_names:
+        if len(name) < 3:
+            continue
+        if name in tokens or (len(name) >= 6 and name in left):
+            return LookAlike(dom, name, "name-inside")
+    return None
+
+
+def _unicode(label: str) -> str:
+    """Punycode labels back to Unicode, so homoglyphs can be compared."""
+    if "xn--" not in label:
+        return label
+    try:
+        return label.encode("ascii").decode("idna")
+    except UnicodeError:
+        return label

@@ -1,0 +1,33 @@
+"""guard's exceptions.
+
+    GuardError
+    ├── ConfigError        bad configuration: refuses to start, names file, key and reason
+    ├── RuleError          bad rule file: refuses to start, names file, rule id and reason
+    ├── ModelError         missing, mismatched or tampered model artefact
+    ├── TransientIOError   a network or server failure worth retrying (SMTP 4xx, IMAP drop)
+    └── PermanentIOError   a failure retrying will not fix (SMTP 5xx, auth refused)
+"""
+
+
+class GuardError(Exception):
+    """Base of every error guard raises on purpose."""
+
+
+class ConfigError(GuardError):
+    pass
+
+
+class RuleError(GuardError):
+    pass
+
+
+class ModelError(GuardError):
+    pass
+
+
+class TransientIOError(GuardError):
+    pass
+
+
+class PermanentIOError(GuardError):
+    pass

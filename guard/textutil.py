@@ -1,0 +1,93 @@
+"""Small pure text helpers shared by the parser, the rules and the model.
+
+Kept in one place so that rule phrase matching and model features see text
+normalised the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_WS = re.compile(r"\s+")
+_QUOTES = str.maketrans({"’": "'", "‘": "'", "´": "'", "`": "'", "“": '"', "”": '"', "«": '"', "»": '"'})
+
+
+def fold(text: str) -> str:
+    """Case- and diacritic-insensitive form: casefold, strip accents, collapse spaces.
+
+    "Réservez   VOTRE chambre" -> "reservez votre chambre". Letters that do not
+    decompose (ø, ł, ß->ss via casefold) are kept as casefold gives them.
+    """
+    text = unicodedata.normalize("NFKD", text.translate(_QUOTES).casefold())
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return _WS.sub(" ", text).strip()
+
+
+def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
+    """Decode bytes with the declared charset, falling back safely.
+
+    Returns (text, defect) where defect names what went wrong, or None.
+    Never raises: unknown charsets and charsets that lie (bytes invalid in the
+    declared encoding) fall back to UTF-8, then Windows-1252 with replacement.
+    """
+    defect = None
+    cs = (charset or "").strip().strip('"').lower() or None
+    if cs:
+        try:
+            return data.decode(cs), None
+        except LookupError:
+            defect = f"unknown charset {cs[:40]!r}"
+        except (UnicodeDecodeError, ValueError):
+            defect = f"bytes invalid in declared charset {cs[:40]!r}"
+        except Exception:  # some codecs raise odd errors on odd input
+            defect = f"charset {cs[:40]!r} failed to decode"
+    try:
+        return data.decode("utf-8"), defect
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace"), defect or ("undeclared 8-bit text" if cs is None else defect)
+
+
+def luhn_ok(digits: str) -> bool:
+    """True when a digit string passes the Luhn check used by payment cards."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+# 13-19 digits, optionally grouped by single spaces or hyphens (as people type them).
+_CARD_CANDIDATE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
+
+
+def find_card_numbers(text: str) -> list[tuple[int, int]]:
+    """Spans of plausible payment-card numbers (length 13-19, Luhn-valid, not one repeated digit).
+
+    Only spans are returned, never the digits, so callers cannot log them by accident.
+    """
+    spans = []
+    for m in _CARD_CANDIDATE.finditer(text):
+        digits = re.sub(r"[ -]", "", m.group())
+        if 13 <= len(digits) <= 19 and len(set(digits)) > 2 and luhn_ok(digits):
+            spans.append(m.span())
+    return spans
+
+
+def mask_card_numbers(text: str) -> str:
+    """Replace every plausible card number by a mask keeping its last four digits."""
+    spans = find_card_numbers(text)
+    if not spans:
+        return text
+    out, last = [], 0
+    for start, end in spans:
+        digits = re.sub(r"[ -]", "", text[start:end])
+        out.append(text[last:start])
+        out.append("**** **** **** " + digits[-4:])
+        last = end
+    out.append(text[last:])
+    return "".join(out)
