@@ -230,7 +230,7 @@ class Handler:
             if accepted:
                 replies = [lm.data(data)]
                 replies += [lm.getreply() for _ in accepted[1:]]
-                for r, (code, msg) in zip(accepted, replies):
+                for r, (code, msg) in zip(accepted, replies, strict=True):
                     if code != 250:
                         errors[r] = (code, msg.decode(errors="replace"))
         return errors

@@ -39,7 +39,8 @@ from imapclient import IMAPClient
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 MAILSTACK = REPO_ROOT / "scripts" / "mailstack.sh"
-INSTALL_HINT = "run `bash scripts/install-test-deps.sh` as root (installs Dovecot for the integration tests)"
+INSTALL_HINT = ("run `bash scripts/install-test-deps.sh` as root "
+                "(installs Dovecot for the integration tests)")
 
 PASSWORD = "secret"
 EVENTS = "events@crm.cat"
@@ -87,15 +88,17 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _missing_prerequisite() -> str | None:
+    """Why the stack cannot run here (with what to do about it), or None."""
     path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
     if shutil.which("dovecot", path=path) is None:
-        return "Dovecot is not installed (no `dovecot` binary)"
+        return f"Dovecot is not installed; {INSTALL_HINT}"
     if not Path("/usr/lib/dovecot/lmtp").exists():
-        return "dovecot-lmtpd is not installed"
+        return f"dovecot-lmtpd is not installed; {INSTALL_HINT}"
     if shutil.which("openssl") is None:
-        return "openssl is not installed"
+        return f"openssl is not installed; {INSTALL_HINT}"
     if os.geteuid() != 0:
-        return "the private Dovecot instance must be started as root"
+        return ("the private Dovecot instance must be started as root (it stores mail as "
+                "user 'mail'): run the integration tests as root")
     return None
 
 
@@ -341,7 +344,7 @@ def mailstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
     """A private Dovecot + SMTP stack for the whole session (stopped at the end)."""
     reason = _missing_prerequisite()
     if reason:
-        msg = f"integration tests need the local mail stack: {reason}; {INSTALL_HINT}"
+        msg = f"integration tests need the local mail stack: {reason}"
         if os.environ.get("CI"):
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
