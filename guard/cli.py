@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("check-config", help="validate the configuration, rules and model; explain every error")
     k.add_argument("--no-model", action="store_true")
     k.set_defaults(func=cmd_check_config)
+
+    from . import cli_daemon, cli_model
+
+    cli_model.add_commands(sub)
+    cli_daemon.add_commands(sub)
     return p
 
 

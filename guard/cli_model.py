@@ -1,0 +1,7 @@
+"""`guard` subcommands of the model part (registered by guard.cli)."""
+
+from __future__ import annotations
+
+
+def add_commands(sub) -> None:
+    """Add this part's subcommands to the `guard` parser."""
