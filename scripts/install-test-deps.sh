@@ -9,10 +9,11 @@
 #   (checked with dpkg), so a second run takes a second or two.
 # * No system daemon is started: /usr/sbin/policy-rc.d (exit 101) is created if missing, and
 #   scripts/mailstack.sh runs a private Dovecot instance instead.
-# * Python: `python3 -m pip install -e '.[test]'` from the repository root.
+# * Python: a virtual environment .venv with `pip install -e '.[test]'` of this repository.
 #
 # Environment:
-#   PYTHON=python3        interpreter whose pip installs the project
+#   PYTHON=python3        interpreter that creates the virtual environment
+#   VENV=.venv            where the virtual environment lives
 #   SKIP_APT=1            skip the Debian part (e.g. not root, packages managed elsewhere)
 #   SKIP_PIP=1            skip the Python part
 set -euo pipefail
@@ -27,6 +28,7 @@ APT_PACKAGES=(
   dovecot-imapd   # IMAP server (pulls dovecot-core)
   dovecot-lmtpd   # LMTP delivery used by scripts/smtp_server.py
   openssl         # self-signed certificate for STARTTLS / IMAPS
+  python3-venv    # the project's virtual environment (.venv)
 )
 EXTRA_APT_PACKAGES=(
   # chromium
@@ -74,13 +76,15 @@ install_apt() {
 }
 
 install_pip() {
-  if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
-    log "$PYTHON has no pip; use a virtualenv (python3 -m venv .venv && . .venv/bin/activate)" \
-        "or install python3-pip, then re-run"
-    return 1
+  # A virtual environment of the project's own (.venv), so Debian's externally managed
+  # system Python is never touched and the tests see exactly the declared dependencies.
+  local venv=${VENV:-.venv}
+  if [[ ! -x $venv/bin/python ]]; then
+    log "creating virtual environment $venv"
+    "$PYTHON" -m venv "$venv"
   fi
-  log "pip install -e '.[test]' with $("$PYTHON" -c 'import sys; print(sys.executable)')"
-  "$PYTHON" -m pip install --disable-pip-version-check -q -e '.[test]'
+  log "pip install -e '.[test]' into $venv"
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q -e '.[test]'
 }
 
 [[ ${SKIP_APT:-0} == 1 ]] || install_apt
