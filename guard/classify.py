@@ -33,7 +33,7 @@ from .verdict import Reason, Verdict
 
 @dataclass(frozen=True)
 class Thresholds:
-    scam: float = 5.0
+    scam: float = 4.0
     suspicious: float = 2.5
     report: float = 3.0
     automated: float = 3.0

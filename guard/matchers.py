@@ -11,6 +11,7 @@ Kinds (``type = ...``):
 ``phrases``           phrase lists, insensitive to case and diacritics
 ``domain``            sender / Reply-To / Return-Path / URL domain in a list
 ``lookalike``         a domain imitating an official domain or name
+``impersonation``     the display name uses an official name from an outside address
 ``reply_to_differs``  Reply-To points to another domain (or address) than From
 ``auth``              SPF / DKIM / DMARC failed
 ``card_number``       a Luhn-valid payment-card number appears (never reported back)
@@ -46,6 +47,8 @@ class RuleContext:
     official_domains: tuple[str, ...] = ()
     official_names: tuple[str, ...] = ()
     lists: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: folded names a sender could hide behind: institute, coordinator, events
+    display_names: tuple[str, ...] = ()
 
 
 class MessageView:
@@ -278,6 +281,36 @@ def _lookalike(host, official_domains, official_names):
     return domains.find_lookalike(host, official_domains, official_names)
 
 
+class ImpersonationMatcher(_Matcher):
+    """The From display name uses the institute's, the coordinator's or an event's name
+    while the address is outside the official domains."""
+
+    type: Literal["impersonation"]
+
+    def compile(self) -> Check:
+        def check(view, ctx):
+            m = view.msg
+            if not m.from_ or not m.from_.name or not ctx.display_names:
+                return False
+            if _in_domains(m.from_.domain, frozenset(ctx.official_domains)):
+                return False
+            name = " " + view.field("from_name", True) + " "
+            return any(_word_in(n, name) for n in ctx.display_names)
+
+        return check
+
+
+def _word_in(needle: str, haystack: str) -> bool:
+    i = haystack.find(needle)
+    while i >= 0:
+        before = haystack[i - 1] if i > 0 else " "
+        after = haystack[i + len(needle)] if i + len(needle) < len(haystack) else " "
+        if not before.isalnum() and not after.isalnum():
+            return True
+        i = haystack.find(needle, i + 1)
+    return False
+
+
 class ReplyToDiffersMatcher(_Matcher):
     type: Literal["reply_to_differs"]
     compare: Literal["domain", "address"] = "domain"
@@ -416,7 +449,7 @@ builtins_any = any
 
 Matcher = Annotated[
     Union[
-        HeaderMatcher, RegexMatcher, PhrasesMatcher, DomainMatcher, LookalikeMatcher, ReplyToDiffersMatcher,
+        HeaderMatcher, RegexMatcher, PhrasesMatcher, DomainMatcher, LookalikeMatcher, ImpersonationMatcher, ReplyToDiffersMatcher,
         AuthMatcher, CardNumberMatcher, ForwardedMatcher, AttachmentMatcher, DefectsMatcher, InnerMatcher,
         ModelMatcher, MetaMatcher,
     ],

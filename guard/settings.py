@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 from .errors import ConfigError
+from .textutil import fold
 from .paths import bundled_config
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -94,7 +95,7 @@ class Event(BaseModel):
 
 class ThresholdSettings(BaseModel):
     model_config = _FROZEN
-    scam: float = 5.0
+    scam: float = 4.0
     suspicious: float = 2.5
     report: float = 3.0
     automated: float = 3.0
@@ -149,6 +150,17 @@ class GuardSettings(BaseSettings):
         for e in self.events:
             names.extend(a.lower() for a in e.aliases if " " not in a.strip() and len(a.strip()) >= 4)
         return tuple(dict.fromkeys(n for n in names if n))
+
+    def display_names(self) -> tuple[str, ...]:
+        """Folded names a scammer might put in a From display name."""
+        inst = self.institute
+        names = [inst.name, inst.short_name, inst.coordinator.name]
+        for e in self.events:
+            names.append(e.name)
+            names.extend(e.aliases)
+            if e.coordinator:
+                names.append(e.coordinator.name)
+        return tuple(dict.fromkeys(fold(n) for n in names if len(n.strip()) >= 3))
 
     def our_addresses(self) -> tuple[str, ...]:
         return (self.institute.events_address, self.institute.coordinator.address)
