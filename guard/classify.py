@@ -5,7 +5,8 @@ per category tag, and the category is the first row of this table that holds
 (T_* are the configured thresholds):
 
 ====  ===========  ==============================================================
- 1    report       report score >= T_report and automated score < T_automated
+ 1    report       report score >= T_report and automated score < T_automated,
+                  and (a forwarded message is embedded or scam score < T_scam)
  2    scam         scam score >= T_scam
  3    automated    automated score >= T_automated
  4    suspicious   scam score >= T_suspicious
@@ -76,7 +77,7 @@ class Classifier:
                     scores[tag] += spec.score
             reasons.append(Reason(spec.id, spec.description, spec.score, tuple(spec.tags)))
         reasons.sort(key=lambda r: (-abs(r.score), r.rule))
-        category = self._category(scores)
+        category = self._category(scores, bool(msg.forwarded))
         paid = category == "report" and scores["paid"] >= self.thresholds.paid
         return Verdict(
             category=category,
@@ -90,9 +91,11 @@ class Classifier:
             defects=msg.defects,
         )
 
-    def _category(self, s: dict[str, float]) -> str:
+    def _category(self, s: dict[str, float], has_forward: bool) -> str:
         t = self.thresholds
-        if s["report"] >= t.report and s["automated"] < t.automated:
+        # a report that carries no forward must not itself read as a scam: phishing
+        # mail says "fraud" and "you received" too, and a report gets a reply
+        if s["report"] >= t.report and s["automated"] < t.automated and (has_forward or s["scam"] < t.scam):
             return "report"
         if s["scam"] >= t.scam:
             return "scam"

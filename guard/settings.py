@@ -13,13 +13,15 @@ silently. The result is an immutable value passed down explicitly.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 from .errors import ConfigError
@@ -120,6 +122,196 @@ class RuleSettings(BaseModel):
     denylist: list[str] = []
 
 
+# -- daemon: IMAP, SMTP, journal, folders, reply safety ----------------------------------
+
+TlsMode = Literal["ssl", "starttls", "none"]
+_HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,60}$")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _expand(path: Path | None) -> Path | None:
+    """``$CREDENTIALS_DIRECTORY/imap`` and ``~`` in secret paths (systemd LoadCredential=)."""
+    return None if path is None else Path(os.path.expanduser(os.path.expandvars(str(path))))
+
+
+def _readable(path: Path, what: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+
+
+class _ServerSettings(BaseModel):
+    """What IMAP and SMTP share: where, how encrypted, who, and the secret (never logged)."""
+
+    model_config = _FROZEN
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    #: ssl = implicit TLS, starttls = upgrade a plain connection, none = plain (loopback only)
+    tls: TlsMode = "ssl"
+    username: str | None = None
+    #: the password itself (better: password_file, or GUARD_IMAP__PASSWORD in the environment)
+    password: SecretStr | None = None
+    #: a file holding the password; ``$CREDENTIALS_DIRECTORY`` is expanded (systemd LoadCredential=)
+    password_file: Path | None = None
+    #: password, or xoauth2 with a bearer token from oauth2_token_file / oauth2_token_command
+    auth: Literal["password", "xoauth2"] = "password"
+    oauth2_token_file: Path | None = None
+    oauth2_token_command: list[str] | None = None
+    #: extra CA certificates to trust (a private CA, tests); certificates are always verified
+    ca_file: Path | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
+    _paths = field_validator("password_file", "oauth2_token_file", "ca_file")(classmethod(lambda cls, v: _expand(v)))
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.tls == "none" and not _is_loopback(self.host):
+            raise ValueError(f"tls = \"none\" is only allowed for a loopback host, not {self.host!r}")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if self.username is not None and self.auth == "password" and self.password is None and self.password_file is None:
+            raise ValueError("auth = \"password\" needs password or password_file")
+        if self.auth == "xoauth2":
+            if self.username is None:
+                raise ValueError("auth = \"xoauth2\" needs a username")
+            if (self.oauth2_token_file is None) == (self.oauth2_token_command is None):
+                raise ValueError("auth = \"xoauth2\" needs exactly one of oauth2_token_file, oauth2_token_command")
+        for name in ("password_file", "oauth2_token_file", "ca_file"):
+            path = getattr(self, name)
+            if path is not None:
+                _readable(path, name)
+        return self
+
+    def secret(self) -> str:
+        """The password, read now (a rotated password file is picked up at the next login)."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip("\r\n")
+        return ""
+
+    def describe(self) -> str:
+        """host:port (tls) as user: for logs; never the secret."""
+        return f"{self.host}:{self.effective_port()} ({self.tls}) as {self.username or 'anonymous'}"
+
+    def effective_port(self) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class ImapSettings(_ServerSettings):
+    username: str = Field(min_length=1)
+    #: the watched mailbox
+    mailbox: str = "INBOX"
+    #: IDLE is ended and re-issued at least this often (RFC 2177 allows 29 min; providers drop ~5-10 min)
+    idle_seconds: float = Field(default=540.0, ge=5, le=1740)
+    #: polling interval where the server has no IDLE
+    poll_seconds: float = Field(default=60.0, ge=1, le=3600)
+    #: reconnect backoff: first wait, cap (exponential with jitter in between)
+    reconnect_initial_seconds: float = Field(default=1.0, gt=0, le=600)
+    reconnect_max_seconds: float = Field(default=300.0, gt=0, le=3600)
+    #: messages larger than this are read only up to this size (the original stays in the mailbox)
+    max_message_bytes: int = Field(default=25_000_000, ge=10_000)
+
+    def effective_port(self) -> int:
+        return self.port or (993 if self.tls == "ssl" else 143)
+
+
+class SmtpSettings(_ServerSettings):
+    tls: TlsMode = "starttls"
+    #: automatic replies go out with the null envelope sender <> (RFC 3834 section 3.3) so that
+    #: nothing bounces back into the watched inbox; set false if the provider refuses MAIL FROM:<>
+    null_sender_for_replies: bool = True
+    #: the outbox retries temporary (4xx, connection) failures with exponential backoff ...
+    retry_initial_seconds: float = Field(default=30.0, gt=0, le=3600)
+    retry_max_seconds: float = Field(default=3600.0, gt=0, le=86400)
+    #: ... and gives up (as a permanent failure, surfaced in the journal and the log) after this many attempts
+    max_attempts: int = Field(default=20, ge=1, le=1000)
+
+    def effective_port(self) -> int:
+        return self.port or {"ssl": 465, "starttls": 587, "none": 25}[self.tls]
+
+
+class FolderNames(BaseModel):
+    """Folders guard files into (created when missing). ``/`` is replaced by the server's separator."""
+
+    model_config = _FROZEN
+    quarantine: str = "Guard/Quarantine"
+    review: str = "Guard/Review"
+    routed: str = "Guard/Routed"
+    automated: str = "Guard/Automated"
+    not_scam: str = "Guard/NotScam"
+    scam: str = "Guard/Scam"
+    #: where "other" mail is filed; none leaves it in the inbox
+    other: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        seen: dict[str, str] = {}
+        for key, name in self.model_dump().items():
+            if name is None:
+                continue
+            if not name.strip() or any(c in name for c in "\r\n\x00*%\"") or name.strip("/") != name:
+                raise ValueError(f"folder {key} = {name!r} is not a usable folder name")
+            if name.upper() == "INBOX":
+                raise ValueError(f"folder {key} must not be INBOX")
+            if name in seen:
+                raise ValueError(f"folders {seen[name]} and {key} are both {name!r}")
+            seen[name] = key
+        return self
+
+    def resolve(self, key: str) -> str | None:
+        return getattr(self, key)
+
+
+class DaemonSettings(BaseModel):
+    model_config = _FROZEN
+    #: the SQLite journal (ledger, decisions, outbox, reply history)
+    journal: Path = Path("/var/lib/guard/journal.sqlite3")
+    #: ledger account name; default: the IMAP username
+    account: str | None = None
+    #: the decision table; default: the shipped rules/policy.toml
+    policy_file: Path | None = None
+    #: reply templates (one directory per language); default: the shipped templates/
+    templates_dir: Path | None = None
+    language: str = Field(default="en", pattern=r"^[a-z]{2}$")
+    folders: FolderNames = FolderNames()
+    #: the same sender gets the same template at most once in this many days (RFC 5230 :days)
+    reply_window_days: float = Field(default=7.0, gt=0, le=365)
+    #: circuit breaker: at most this many automatic replies per hour, then pause and alert
+    max_replies_per_hour: int = Field(default=60, ge=1, le=100_000)
+    #: never auto-reply to mail that arrived more than this many hours ago, or before the first start
+    backlog_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+    #: reply only when one of our addresses is in To/Cc (RFC 5230 section 4.5)
+    require_our_address_in_recipients: bool = True
+    #: more addresses that count as ours (aliases of the events inbox)
+    extra_addresses: list[str] = []
+    #: our loop-detection header; its value is the events address
+    loop_header: str = "X-Guard-Loop"
+    #: a message whose processing failed this many times goes to Review, flagged, with no reply
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    #: live, dry-run (decide and record, never send or move) or shadow (replies go to the coordinator)
+    mode: Literal["live", "dry-run", "shadow"] = "live"
+
+    _extra = field_validator("extra_addresses")(classmethod(lambda cls, v: [_check_address(a) for a in v]))
+
+    @field_validator("loop_header")
+    @classmethod
+    def _header(cls, v):
+        if not _HEADER_NAME.match(v):
+            raise ValueError(f"{v!r} is not a header name")
+        return v
+
+
 class GuardSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GUARD_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
@@ -128,6 +320,9 @@ class GuardSettings(BaseSettings):
     events: list[Event] = []
     thresholds: ThresholdSettings = ThresholdSettings()
     rules: RuleSettings = RuleSettings()
+    imap: ImapSettings | None = None
+    smtp: SmtpSettings | None = None
+    daemon: DaemonSettings = DaemonSettings()
 
     @model_validator(mode="after")
     def _unique_events(self):
@@ -163,7 +358,8 @@ class GuardSettings(BaseSettings):
         return tuple(dict.fromkeys(fold(n) for n in names if len(n.strip()) >= 3))
 
     def our_addresses(self) -> tuple[str, ...]:
-        return (self.institute.events_address, self.institute.coordinator.address)
+        return tuple(dict.fromkeys((self.institute.events_address, self.institute.coordinator.address,
+                                    *self.daemon.extra_addresses)))
 
 
 def _secrets_dir() -> str | None:

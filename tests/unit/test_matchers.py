@@ -157,7 +157,8 @@ no_match = ["Subject: x\\n\\nnothing"]
     [
         ("scamword scamword2", "scam"),
         ("susword", "suspicious"),
-        ("reportword scamword scamword2", "report"),
+        ("reportword scamword scamword2", "scam"),  # no forward: a report must not read as a scam
+        ("reportword susword", "report"),
         ("autoword scamword scamword2", "scam"),
         ("autoword reportword", "automated"),
         ("askword", "inquiry"),
