@@ -1,7 +1,154 @@
-"""`guard` subcommands of the daemon part (registered by guard.cli)."""
+"""`guard` subcommands of the daemon part (registered by guard.cli): ``run`` and ``demo``."""
 
 from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEMO_MARKER = ".guard-demo"
 
 
 def add_commands(sub) -> None:
     """Add this part's subcommands to the `guard` parser."""
+    r = sub.add_parser("run", help="watch the events inbox over IMAP: classify, reply, route and file")
+    r.add_argument("--once", action="store_true", help="process what is there now, then exit")
+    mode = r.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true",
+                      help="decide and log everything, send nothing, move nothing (journal kept in memory)")
+    mode.add_argument("--shadow", action="store_true",
+                      help="act normally, but every automatic reply goes to the coordinator instead")
+    r.add_argument("--no-model", action="store_true", help="rules only")
+    r.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="run the whole pipeline once on the bundled sample messages (no server needed)")
+    d.add_argument("--workdir", type=Path, default=None,
+                   help="where the Maildir, the outbox and the journal go (default: a new temporary directory)")
+    d.add_argument("--no-model", action="store_true", help="rules only")
+    d.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    d.set_defaults(func=cmd_demo)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # imapclient and aiosmtplib log protocol lines (LOGIN, AUTH) at DEBUG: never let them through
+    for name in ("imapclient", "imaplib", "aiosmtplib"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _classifier(settings, no_model: bool):
+    from .assemble import build_classifier
+
+    model = None
+    if not no_model:
+        from .model_loader import load_default_model
+
+        model = load_default_model(settings)
+    return build_classifier(settings, model=model)
+
+
+def cmd_run(args) -> int:
+    from . import daemon
+    from .settings import load_settings
+
+    setup_logging(args.log_level)
+    settings = load_settings(args.config)
+    mode = "dry-run" if args.dry_run else "shadow" if args.shadow else settings.daemon.mode
+    classifier = _classifier(settings, args.no_model)
+    return daemon.run(settings, classifier, mode=mode, once=args.once)
+
+
+def _prepare_workdir(workdir: Path | None) -> Path:
+    if workdir is None:
+        return Path(tempfile.mkdtemp(prefix="guard-demo-"))
+    workdir = workdir.resolve()
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / DEMO_MARKER).is_file():
+            raise ConfigError(f"{workdir}: not empty and not a guard demo directory; give an empty or new directory")
+        for name in ("Maildir", "outbox", "journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm"):
+            p = workdir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+def cmd_demo(args) -> int:
+    import asyncio
+
+    from .daemon import Daemon, folder_names
+    from .executor import utc_now
+    from .journal import Journal
+    from .mailbox import MaildirMailbox
+    from .mailer import FileMailer
+    from .paths import samples_dir
+    from .settings import load_settings
+
+    setup_logging(args.log_level)
+    settings = load_settings(args.config)
+    classifier = _classifier(settings, args.no_model)
+    workdir = _prepare_workdir(args.workdir)
+    (workdir / DEMO_MARKER).write_text("created by guard demo\n")
+    maildir, outbox = workdir / "Maildir", workdir / "outbox"
+
+    journal = Journal(workdir / "journal.sqlite3")
+    mailbox = MaildirMailbox(maildir, account="demo", folders=folder_names(settings))
+    # the first start is now: the samples below "arrive" after it, as new mail would
+    journal.mailbox_state(mailbox.account, mailbox.mailbox, utc_now())
+    new = maildir / "new"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    names: dict[str, str] = {}
+    samples = sorted(samples_dir().glob("*.eml"))
+    base = int(time.time())
+    for i, src in enumerate(samples):
+        fname = f"{base}.M{i:03d}P0.guard-demo"
+        shutil.copyfile(src, new / fname)
+        names[fname] = src.name
+    mailer = FileMailer(outbox)
+    daemon = Daemon(settings, classifier=classifier, mode="live", once=True, mailbox=mailbox, mailer=mailer,
+                    journal=journal)
+    status = asyncio.run(daemon.run())
+    uid_to_file = {}
+    state = json.loads((maildir / "guard-uids.json").read_text())
+    for fname, uid in state["uids"].items():
+        uid_to_file[uid] = names.get(fname, fname)
+    _print_demo(daemon.executor.outcomes, uid_to_file, mailer.written, workdir, maildir)
+    journal.close()
+    return status
+
+
+def _print_demo(outcomes, uid_to_file, written, workdir: Path, maildir: Path) -> None:
+    rows = []
+    for o in sorted(outcomes, key=lambda o: o.uid):
+        action = ", ".join(o.sent) if o.sent else "nothing sent"
+        where = o.folder or "left in inbox"
+        rows.append((uid_to_file.get(o.uid, str(o.uid)), o.category or o.state, f"{action}; {where}",
+                     "; ".join(o.suppressed)))
+    w0 = max([len("message")] + [len(r[0]) for r in rows])
+    w1 = max([len("category")] + [len(r[1]) for r in rows])
+    print(f"guard demo: {len(rows)} sample messages in {maildir}\n")
+    print(f"{'message':<{w0}}  {'category':<{w1}}  action")
+    print(f"{'-' * w0}  {'-' * w1}  {'-' * 40}")
+    for name, cat, action, suppressed in rows:
+        print(f"{name:<{w0}}  {cat:<{w1}}  {action}")
+        if suppressed:
+            print(f"{'':<{w0}}  {'':<{w1}}    held back: {suppressed}")
+    print()
+    if written:
+        print(f"replies and forwards written to {workdir / 'outbox'}:")
+        for p in written:
+            print(f"  {p.name}")
+    else:
+        print("no replies or forwards were written")
+    print(f"\nfiled messages: {maildir} (Maildir++ folders .Guard.*); journal: {workdir / 'journal.sqlite3'}")

@@ -88,7 +88,7 @@ def normalise(addr: str) -> str:
 
 def _addresses(values: tuple[str, ...]) -> set[str]:
     out = set()
-    for name, addr in email.utils.getaddresses(list(values)):
+    for _name, addr in email.utils.getaddresses(list(values)):
         if addr:
             out.add(normalise(addr))
     return out
@@ -160,10 +160,11 @@ def may_autoreply(
     else:
         if now - when > cfg.backlog:
             add(f"backlog: arrived more than {_hours(cfg.backlog)} ago")
-        # INTERNALDATE has one-second resolution: allow for it
+        # INTERNALDATE has one-second resolution: a message that arrived after the cutoff can show
+        # a time up to a second before it
         for label, cutoff in (("guard's first start", history.first_start),
                               ("the mailbox's UIDVALIDITY reset", history.uidvalidity_reset)):
-            if cutoff is not None and when < cutoff - timedelta(seconds=2):
+            if cutoff is not None and when < cutoff - timedelta(seconds=1):
                 add(f"backlog: arrived before {label}")
     return GateResult(not reasons, tuple(reasons))
 

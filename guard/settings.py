@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 from .errors import ConfigError
-from .textutil import fold
 from .paths import bundled_config
+from .textutil import fold
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 

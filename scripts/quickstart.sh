@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# quickstart.sh -- install guard into ./.venv and run it on the bundled sample messages.
+# quickstart.sh -- install guard into ./.venv and run `guard demo` on the bundled sample messages.
 # For a fresh Debian 12 machine; as root it installs python3-venv if that is missing.
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,5 +16,5 @@ if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepi
 fi
 [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q .
-echo "== guard classify --explain over the bundled sample messages =="
-exec "$VENV/bin/guard" classify --explain "$("$VENV/bin/python" -c 'import guard.paths as p; print(p.samples_dir())')"
+echo "== guard demo: the whole pipeline once over the bundled sample messages (no server needed) =="
+exec "$VENV/bin/guard" demo

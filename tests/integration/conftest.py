@@ -21,9 +21,9 @@ import os
 import re
 import shlex
 import shutil
+import tempfile
 import smtplib
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -100,18 +100,6 @@ def _missing_prerequisite() -> str | None:
         return ("the private Dovecot instance must be started as root (it stores mail as "
                 "user 'mail'): run the integration tests as root")
     return None
-
-
-def _make_traversable(path: Path) -> None:
-    """Dovecot reads the users file as 'dovecot' and writes mail as 'mail': let them pass
-    through our own 0700 parent dirs (pytest makes its tmp dirs 0700). Search bit only."""
-    for d in [path, *path.parents]:
-        st = d.stat()
-        if st.st_mode & stat.S_IXOTH:
-            break
-        if st.st_uid != os.geteuid():
-            break
-        d.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
 
 
 def _sink_parse(blob: bytes) -> SinkMessage:
@@ -340,7 +328,7 @@ class MailStack:
 
 
 @pytest.fixture(scope="session")
-def mailstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
+def mailstack() -> Iterator[MailStack]:
     """A private Dovecot + SMTP stack for the whole session (stopped at the end)."""
     reason = _missing_prerequisite()
     if reason:
@@ -348,8 +336,11 @@ def mailstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
         if os.environ.get("CI"):
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
-    mail_dir = tmp_path_factory.mktemp("mailstack")
-    _make_traversable(mail_dir)
+    # Outside pytest's temp root: every new pytest run resets that root to 0700, which would
+    # lock Dovecot's 'mail' user out of a stack another run is still using. Short, too, for
+    # the 108-byte limit on unix socket paths.
+    mail_dir = Path(tempfile.mkdtemp(prefix="guard-stack-", dir="/tmp"))
+    mail_dir.chmod(0o711)
     imap_port, imaps_port, smtp_port = _free_ports(3)
     stack = MailStack(mail_dir=mail_dir, imap_port=imap_port, imaps_port=imaps_port,
                       smtp_port=smtp_port)
@@ -358,6 +349,7 @@ def mailstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
         yield stack
     finally:
         stack.stop()
+        shutil.rmtree(mail_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -22,25 +22,36 @@ CASES = [
 ]
 
 
-def _hits(text: str, inner_category: str | None = None) -> set[str]:
+def _hits(text: str, inner_category: str | None = None, model_p: float | None = None) -> set[str]:
     msg = parse(text.encode("utf-8"))
-    return {r.id for r in evaluate(_RULESET, MessageView(msg, inner_category), _CTX)}
+    return {r.id for r in evaluate(_RULESET, MessageView(msg, inner_category, model_p), _CTX)}
 
 
 @pytest.mark.parametrize("rule_id,text,expected", CASES)
 def test_rule_example(rule_id, text, expected):
-    hits = _hits(text, inner_category=_inner_category(text))
+    hits = _hits(text, inner_category=_inner_category(text), model_p=_model_p(text))
     assert (rule_id in hits) is expected, f"{rule_id} {'should' if expected else 'should not'} match:\n{text}"
 
 
-def _inner_category(text: str) -> str | None:
-    # examples of rules about forwarded mail state the inner verdict in a pseudo header
+def _pseudo_header(text: str, name: str) -> str | None:
     for line in text.splitlines():
-        if line.lower().startswith("x-example-inner:"):
+        if line.lower().startswith(name + ":"):
             return line.split(":", 1)[1].strip()
         if not line.strip():
             break
     return None
+
+
+def _inner_category(text: str) -> str | None:
+    # examples of rules about forwarded mail state the inner verdict in a pseudo header
+    return _pseudo_header(text, "x-example-inner")
+
+
+def _model_p(text: str) -> float | None:
+    # examples of model bucket rules state the model's scam probability in a pseudo header;
+    # without it no model is loaded, as in `guard classify --no-model`
+    value = _pseudo_header(text, "x-example-model-p")
+    return float(value) if value is not None else None
 
 
 def test_every_rule_has_examples_both_ways():

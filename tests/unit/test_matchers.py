@@ -7,9 +7,22 @@ import pytest
 from guard.classify import Classifier, Thresholds
 from guard.domains import find_lookalike, registrable, skeleton
 from guard.matchers import (
-    AttachmentMatcher, AuthMatcher, CardNumberMatcher, DefectsMatcher, DomainMatcher, ForwardedMatcher, HeaderMatcher,
-    ImpersonationMatcher, InnerMatcher, LookalikeMatcher, MessageView, ModelMatcher, PhrasesMatcher, RegexMatcher,
-    ReplyToDiffersMatcher, RuleContext,
+    AttachmentMatcher,
+    AuthMatcher,
+    CardNumberMatcher,
+    DefectsMatcher,
+    DomainMatcher,
+    ForwardedMatcher,
+    HeaderMatcher,
+    ImpersonationMatcher,
+    InnerMatcher,
+    LookalikeMatcher,
+    MessageView,
+    ModelMatcher,
+    PhrasesMatcher,
+    RegexMatcher,
+    ReplyToDiffersMatcher,
+    RuleContext,
 )
 from guard.message import parse
 from guard.ruleset import load_ruleset

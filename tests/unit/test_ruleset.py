@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from guard.assemble import build_classifier
 from guard.errors import RuleError
 from guard.message import parse
 from guard.paths import shipped

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Arrival-to-reply latency of `guard run` over IMAP IDLE, against the real test mail stack.
+
+    sudo python3 bench/latency.py [-n 120] [--interval 0.3] [--test-rules]
+
+Starts a private stack (scripts/mailstack.sh: Dovecot + the SMTP test server) on free loopback
+ports, starts `guard run` on it, then sends N inquiries from N different senders, one every
+INTERVAL seconds. For each it measures, from the SMTP server's own record (sink file names carry
+time.time_ns() taken when a message was accepted, after LMTP delivery into the inbox):
+
+    arrival -> acknowledgement to the participant accepted by SMTP
+    arrival -> forward to the coordinator accepted by SMTP
+
+and prints p50 / p90 / p99 / max. Dovecot itself waits ~0.5 s before IDLE reports new mail
+(NOTIFY_DELAY_MSECS), which is included. By default guard uses the shipped rules (and model, if
+one is shipped); --test-rules uses the integration tests' small fixed rule set instead.
+Needs root (Dovecot stores mail as user 'mail').
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EVENTS = "events@crm.cat"
+COORDINATOR = "nhernandez@crm.cat"
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def inquiry(i: int) -> bytes:
+    return (f"From: Participant {i} <b{i}@example.net>\r\nTo: {EVENTS}\r\n"
+            f"Subject: Invitation letter for my visa ({i})\r\nDate: Mon, 05 Jan 2026 10:00:00 +0100\r\n"
+            f"Message-ID: <bench.{i}.{time.time_ns()}@example.net>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+            "Hello,\r\n\r\ncould you send me an invitation letter for my visa application?\r\n\r\n"
+            f"Thank you,\r\nParticipant {i}\r\n").encode()
+
+
+def sink(mail_dir: Path) -> list[tuple[int, str, list[str], bytes]]:
+    out = []
+    d = mail_dir / "smtp-sink"
+    for p in sorted(d.glob("*.eml")):
+        if p.name.startswith("."):
+            continue
+        ns = int(p.name.split("-", 1)[0])
+        blob = p.read_bytes()
+        env_from, tos, pos = "", [], 0
+        while True:
+            end = blob.find(b"\r\n", pos)
+            line = blob[pos:end]
+            if line.startswith(b"X-Envelope-From: "):
+                env_from = line[17:].decode()
+                env_from = "" if env_from == "<>" else env_from
+            elif line.startswith(b"X-Envelope-To: "):
+                tos.append(line[15:].decode())
+            else:
+                break
+            pos = end + 2
+        out.append((ns, env_from, tos, blob[pos:]))
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    k = (len(values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=120, help="messages (default 120)")
+    ap.add_argument("--interval", type=float, default=0.3, help="seconds between messages (default 0.3)")
+    ap.add_argument("--test-rules", action="store_true", help="use tests/integration/daemon_rules")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/latency.py needs root (the private Dovecot stores mail as user 'mail')", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="guard-bench-"))
+    work.chmod(0o755)
+    mail_dir = work / "stack"
+    imap_port, imaps_port, smtp_port = free_ports(3)
+    env = dict(os.environ, MAIL_DIR=str(mail_dir), IMAP_PORT=str(imap_port), IMAPS_PORT=str(imaps_port),
+               SMTP_PORT=str(smtp_port), PYTHON=sys.executable)
+    stack = ["bash", str(REPO / "scripts" / "mailstack.sh")]
+    subprocess.run(stack + ["start"], env=env, check=True, capture_output=True)
+    guard = None
+    try:
+        (work / "pw").write_text("secret\n")
+        rules = f'[rules]\nshipped_dir = "{REPO / "tests" / "integration" / "daemon_rules"}"\n' if args.test_rules else ""
+        (work / "guard.toml").write_text(f"""
+[institute]
+name = "Centre de Recerca Matemàtica"
+short_name = "CRM"
+official_domains = ["crm.cat"]
+protected_names = ["crm"]
+events_address = "{EVENTS}"
+[institute.coordinator]
+name = "Núria Hernández"
+address = "{COORDINATOR}"
+[imap]
+host = "127.0.0.1"
+port = {imap_port}
+tls = "starttls"
+ca_file = "{mail_dir / 'dovecot' / 'cert.pem'}"
+username = "{EVENTS}"
+password_file = "{work / 'pw'}"
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+[daemon]
+journal = "{work / 'journal.sqlite3'}"
+max_replies_per_hour = 100000
+{rules}""")
+        log = open(work / "guard.log", "wb")
+        guard = subprocess.Popen([sys.executable, "-m", "guard", "--config", str(work / "guard.toml"), "run"],
+                                 cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=log,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while b"IDLE)" not in (work / "guard.log").read_bytes():
+            if guard.poll() is not None or time.monotonic() > deadline:
+                print((work / "guard.log").read_text(), file=sys.stderr)
+                return 1
+            time.sleep(0.05)
+        time.sleep(0.5)
+
+        print(f"sending {args.n} inquiries, one every {args.interval:g} s ...", file=sys.stderr)
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as s:
+            for i in range(args.n):
+                t = time.monotonic()
+                s.sendmail(f"b{i}@example.net", [EVENTS], inquiry(i))
+                time.sleep(max(0.0, args.interval - (time.monotonic() - t)))
+        deadline = time.monotonic() + 60
+        while True:
+            entries = sink(mail_dir)
+            acks = {tos[0]: ns for ns, frm, tos, _ in entries if frm == "" and tos and tos[0].startswith("b")}
+            if len(acks) >= args.n or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+
+        arrival, forwards = {}, {}
+        for ns, frm, tos, raw in entries:
+            if tos == [EVENTS] and frm.startswith("b"):
+                arrival[frm] = ns
+            elif tos == [COORDINATOR]:
+                head = raw.split(b"\r\n\r\n", 1)[0]
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"reply-to:"):
+                        addr = line.decode().split("<")[-1].rstrip(">").strip()
+                        forwards[addr] = ns
+        ack_lat = [(acks[a] - arrival[a]) / 1e9 for a in arrival if a in acks]
+        fwd_lat = [(forwards[a] - arrival[a]) / 1e9 for a in arrival if a in forwards]
+        missing = len(arrival) - len(ack_lat)
+        print(f"\nguard arrival-to-reply latency over IMAP IDLE ({len(ack_lat)} messages, "
+              f"{'test' if args.test_rules else 'shipped'} rules, one every {args.interval:g} s)")
+        for name, lat in (("acknowledgement to participant", ack_lat), ("forward to coordinator", fwd_lat)):
+            if not lat:
+                print(f"  {name}: no data")
+                continue
+            print(f"  {name:32s} min {min(lat):.3f} s   p50 {pct(lat, 50):.3f} s   p90 {pct(lat, 90):.3f} s   "
+                  f"p99 {pct(lat, 99):.3f} s   max {max(lat):.3f} s   mean {statistics.mean(lat):.3f} s")
+        if missing:
+            print(f"  {missing} message(s) got no acknowledgement within 60 s")
+        return 0 if not missing else 1
+    finally:
+        if guard is not None and guard.poll() is None:
+            guard.send_signal(signal.SIGTERM)
+            try:
+                guard.wait(15)
+            except subprocess.TimeoutExpired:
+                guard.kill()
+        subprocess.run(stack + ["stop"], env=env, capture_output=True)
+        if args.keep:
+            print(f"work directory kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

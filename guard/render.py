@@ -1,0 +1,475 @@
+"""Rendering replies, forwards and alerts from Jinja2 templates into ready-to-send bytes. Pure.
+
+Templates live in ``templates/<language>/``: ``NAME.txt.j2`` (plain text, not
+escaped; its first line is ``Subject: ...``) and ``NAME.html.j2`` (HTML,
+autoescaped). Blocks shared by several templates start with ``_``. Variables
+are checked with ``StrictUndefined``: a template that uses something the
+renderer does not give fails at start-up (:meth:`Renderer.check`), not while
+answering a participant.
+
+Everything that comes from a message is treated as hostile: header values are
+stripped of CR, LF and other control characters (no header injection), non-ASCII
+header text is RFC 2047-encoded by the email package, card numbers are masked
+in every quoted or forwarded text (:func:`guard.textutil.mask_card_numbers`),
+also inside an attached original, and the HTML parts are autoescaped.
+
+The functions take values (message, verdict, identity, clock reading, Message-ID)
+and return values (:class:`Rendered`); two calls with the same inputs give the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import email
+import email.charset
+import email.encoders
+import email.generator
+import email.header
+import email.message
+import email.policy
+import email.utils
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from html import escape as html_escape
+from pathlib import Path
+
+import jinja2
+
+from .message import ParsedMessage
+from .textutil import find_card_numbers, mask_card_numbers
+from .verdict import Verdict
+
+#: what every template may use (documented in each template's header comment)
+TEMPLATE_NAMES = ("inquiry_ack", "report_verdict", "report_paid", "forward_summary", "coordinator_alert",
+                  "breaker_alert")
+EXCERPT_CHARS = 1500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]+")
+_SMTP = email.policy.SMTP.clone(max_line_length=78)
+
+
+def clean_header(value: str, limit: int = 300) -> str:
+    """One line of header text: CR, LF and other control characters become single spaces."""
+    return _CONTROL.sub(" ", value or "").strip()[:limit]
+
+
+def _first_sentence_lines(text: str, limit: int) -> str:
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    cut = text.rfind("\n", 0, limit)
+    return (text[: cut if cut > limit // 2 else limit]).rstrip() + "\n[...]"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who guard writes as, and to whom it routes: from validated settings."""
+
+    institute_name: str
+    short_name: str
+    events_address: str
+    coordinator_name: str
+    coordinator_address: str
+    website: str | None = None
+    scam_warning_url: str | None = None
+    code_of_conduct_url: str | None = None
+    loop_header: str = "X-Guard-Loop"
+
+    @property
+    def domain(self) -> str:
+        return self.events_address.rpartition("@")[2]
+
+    @property
+    def from_name(self) -> str:
+        return f"{self.short_name} events office"
+
+    @classmethod
+    def from_settings(cls, settings) -> "Identity":
+        inst = settings.institute
+        return cls(
+            institute_name=inst.name,
+            short_name=inst.short_name,
+            events_address=inst.events_address,
+            coordinator_name=inst.coordinator.name,
+            coordinator_address=inst.coordinator.address,
+            website=inst.website,
+            scam_warning_url=inst.scam_warning_url,
+            code_of_conduct_url=inst.code_of_conduct_url,
+            loop_header=settings.daemon.loop_header,
+        )
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message ready for the outbox."""
+
+    kind: str  # reply, forward, alert
+    template: str
+    recipient: str
+    envelope_from: str  # "" = the null sender
+    message_id: str
+    raw: bytes
+    headers: dict = field(default_factory=dict, compare=False)
+
+
+class Renderer:
+    """The template environments (one per language), built once."""
+
+    def __init__(self, templates_dir: Path, default_language: str = "en") -> None:
+        self.root = Path(templates_dir)
+        self.default_language = default_language
+        self._envs: dict[str, jinja2.Environment] = {}
+        if not (self.root / default_language).is_dir():
+            from .errors import ConfigError
+
+            raise ConfigError(f"{self.root / default_language}: templates for language {default_language!r} not found")
+
+    def languages(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and re.fullmatch(r"[a-z]{2}", p.name))
+
+    def env(self, language: str) -> jinja2.Environment:
+        if language not in self._envs:
+            self._envs[language] = jinja2.Environment(
+                loader=jinja2.FileSystemLoader(str(self.root / language)),
+                undefined=jinja2.StrictUndefined,
+                autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "html"), default_for_string=False),
+                keep_trailing_newline=True,
+                trim_blocks=True,
+                lstrip_blocks=True,
+            )
+        return self._envs[language]
+
+    def templates(self, language: str | None = None) -> frozenset[str]:
+        d = self.root / (language or self.default_language)
+        return frozenset(p.name[: -len(".txt.j2")] for p in d.glob("*.txt.j2")
+                         if not p.name.startswith("_") and (d / (p.name[: -len(".txt.j2")] + ".html.j2")).is_file())
+
+    def pick_language(self, language: str | None) -> str:
+        if language and language != self.default_language and (self.root / language).is_dir():
+            return language
+        return self.default_language
+
+    def render(self, name: str, context: dict, language: str | None = None) -> tuple[str, str, str]:
+        """(subject, text, html) of a template. Raises jinja2 errors for broken templates."""
+        lang = self.pick_language(language)
+        if name not in self.templates(lang):
+            lang = self.default_language
+        env = self.env(lang)
+        text = env.get_template(f"{name}.txt.j2").render(context)
+        html = env.get_template(f"{name}.html.j2").render(context)
+        first, _, body = text.partition("\n")
+        if not first.startswith("Subject:"):
+            raise jinja2.TemplateError(f"{lang}/{name}.txt.j2 must start with a 'Subject: ...' line")
+        subject = clean_header(first[len("Subject:"):])
+        return subject, mask_card_numbers(body.lstrip("\n")), mask_card_numbers(html)
+
+    def check(self, names: frozenset[str] | tuple[str, ...] = TEMPLATE_NAMES) -> None:
+        """Render every template once with sample values (start-up check; raises ConfigError)."""
+        from .errors import ConfigError
+
+        sample = _sample_context()
+        for lang in self.languages():
+            for name in names:
+                if name not in self.templates(lang):
+                    if lang == self.default_language:
+                        raise ConfigError(f"{self.root / lang}: template {name} (.txt.j2 and .html.j2) missing")
+                    continue
+                try:
+                    self.render(name, sample, lang)
+                except jinja2.TemplateError as exc:
+                    raise ConfigError(f"{self.root / lang / name}: {type(exc).__name__}: {exc}") from None
+
+
+# -- the values templates see ------------------------------------------------------------
+
+
+def _verdict_view(v: Verdict | None) -> dict | None:
+    if v is None:
+        return None
+    return {
+        "category": v.category,
+        "score": round(v.score, 1),
+        "paid": v.paid,
+        "reasons": [{"rule": r.rule, "description": r.description, "score": round(r.score, 1)}
+                    for r in v.reasons if r.score > 0][:8],
+        "inner": _verdict_view(v.inner),
+    }
+
+
+def _person(addr) -> dict:
+    if addr is None:
+        return {"name": "", "address": "", "display": "(unknown sender)"}
+    return {"name": clean_header(addr.name, 100), "address": addr.addr,
+            "display": clean_header(str(addr), 200)}
+
+
+def context_for(msg: ParsedMessage, verdict: Verdict, ident: Identity, *, review: bool = False,
+                breaker: dict | None = None) -> dict:
+    inner = msg.forwarded[0] if msg.forwarded else None
+    return {
+        "institute": {
+            "name": ident.institute_name, "short_name": ident.short_name, "website": ident.website,
+            "scam_warning_url": ident.scam_warning_url, "code_of_conduct_url": ident.code_of_conduct_url,
+            "events_address": ident.events_address,
+        },
+        "coordinator": {"name": ident.coordinator_name, "address": ident.coordinator_address},
+        "participant": _person(msg.from_),
+        "original": {
+            "subject": mask_card_numbers(clean_header(msg.subject, 200)) or "(no subject)",
+            "date": email.utils.format_datetime(msg.date) if msg.date else "(no date)",
+            "message_id": clean_header(msg.message_id or "", 200),
+            "excerpt": mask_card_numbers(_first_sentence_lines(msg.text, EXCERPT_CHARS)),
+            "attachments": [clean_header(a.filename or a.content_type, 100) for a in msg.attachments][:10],
+        },
+        "forwarded": None if inner is None else {
+            "sender": _person(inner.from_),
+            "subject": mask_card_numbers(clean_header(inner.subject, 200)) or "(no subject)",
+            "excerpt": mask_card_numbers(_first_sentence_lines(inner.text, 600)),
+        },
+        "verdict": _verdict_view(verdict),
+        "review": review,
+        "breaker": breaker,
+    }
+
+
+def _sample_context() -> dict:
+    from .message import parse
+
+    msg = parse(b"From: Pat Example <pat@example.org>\r\nTo: events@example.org\r\nSubject: Sample\r\n"
+                b"Date: Mon, 05 Jan 2026 10:00:00 +0000\r\nMessage-ID: <s@example.org>\r\n\r\nHello.\r\n")
+    inner = Verdict("scam", 7.0)
+    verdict = Verdict("report", 0.0, inner=inner, paid=True)
+    ident = Identity("Sample Institute", "SI", "events@example.org", "Coordinator", "coord@example.org",
+                     "https://example.org", "https://example.org/scam", "https://example.org/coc")
+    ctx = context_for(msg, verdict, ident, review=True, breaker={"count": 60, "max": 60})
+    ctx["forwarded"] = {"sender": _person(msg.from_), "subject": "Sample", "excerpt": "Text"}
+    return ctx
+
+
+# -- building the messages ---------------------------------------------------------------
+
+
+def _boundary(seed: str, n: int) -> str:
+    return f"=_guard_{hashlib.sha256(f'{seed}/{n}'.encode()).hexdigest()[:32]}"
+
+
+def _base(ident: Identity, *, to: Address, subject: str, now: datetime, message_id: str,
+          auto: str, reply_to: Address | None = None) -> EmailMessage:
+    m = EmailMessage(policy=_SMTP)
+    m["From"] = Address(ident.from_name, addr_spec=ident.events_address)
+    m["To"] = to
+    if reply_to is not None:
+        m["Reply-To"] = reply_to
+    m["Subject"] = clean_header(subject, 250)
+    m["Date"] = email.utils.format_datetime(now)
+    m["Message-ID"] = message_id
+    m["Auto-Submitted"] = auto
+    m["X-Auto-Response-Suppress"] = "All"
+    m[ident.loop_header] = ident.events_address
+    return m
+
+
+def _address(name: str, addr: str) -> Address:
+    local, _, domain = addr.partition("@")
+    return Address(clean_header(name, 100), local, domain)
+
+
+def _alternative(m: EmailMessage, text: str, html: str, seed: str) -> None:
+    m.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    m.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    m.set_boundary(_boundary(seed, 1))
+
+
+def _shadow_note(shadow_for: str | None, text: str, html: str) -> tuple[str, str]:
+    if not shadow_for:
+        return text, html
+    note = f"[guard shadow mode: this automatic reply would have gone to {shadow_for}]\n\n"
+    return note + text, f"<p><em>{html_escape(note.strip())}</em></p>\n" + html
+
+
+def build_reply(renderer: Renderer, template: str, *, msg: ParsedMessage, verdict: Verdict, ident: Identity,
+                now: datetime, message_id: str, shadow_for_coordinator: bool = False,
+                envelope_from: str = "") -> Rendered:
+    """An automatic reply to the participant (the outer sender; never a forwarded message's sender).
+
+    ``envelope_from`` "" is the null sender (RFC 3834 section 3.3), so a bounce of the reply goes nowhere."""
+    to_addr = msg.from_.addr if msg.from_ else ""
+    ctx = context_for(msg, verdict, ident)
+    subject, text, html = renderer.render(template, ctx, verdict.language)
+    recipient, shadow_for = to_addr, None
+    if shadow_for_coordinator:
+        recipient, shadow_for = ident.coordinator_address, to_addr
+        subject = f"[shadow: to {clean_header(to_addr, 100)}] {subject}"
+    text, html = _shadow_note(shadow_for, text, html)
+    to = (_address(ident.coordinator_name, recipient) if shadow_for
+          else _address(msg.from_.name if msg.from_ else "", recipient))
+    m = _base(ident, to=to, subject=subject, now=now, message_id=message_id, auto="auto-replied")
+    if msg.message_id and re.fullmatch(r"<[^<>\s]+>", msg.message_id):
+        m["In-Reply-To"] = msg.message_id
+        refs = [r for r in msg.references if re.fullmatch(r"<[^<>\s]+>", r)][-10:]
+        m["References"] = " ".join([*refs, msg.message_id])
+    _alternative(m, text, html, message_id)
+    return Rendered("reply", template, recipient, envelope_from, message_id, m.as_bytes(), {"shadow_for": shadow_for})
+
+
+def _with_original(m: EmailMessage, raw: bytes, seed: str) -> bytes:
+    """multipart/mixed: the rendered text+HTML, then the original as message/rfc822 (card numbers masked)."""
+    original = mask_original(raw)
+    original = re.sub(rb"\r?\n", b"\r\n", original)
+    if not original.endswith(b"\r\n"):
+        original += b"\r\n"
+    boundary = _boundary(seed, 2)
+    n = 3
+    while boundary.encode() in original:
+        boundary, n = _boundary(seed, n), n + 1
+    inner = m.as_bytes()
+    head, _, body = inner.partition(b"\r\n\r\n")
+    outer_headers, part_headers = [], []
+    for line in _unfold(head):
+        name = line.split(b":", 1)[0].strip().lower()
+        (part_headers if name in (b"content-type", b"content-transfer-encoding") else outer_headers).append(line)
+    outer_headers = [h for h in outer_headers if h.split(b":", 1)[0].strip().lower() != b"mime-version"]
+    cte = b"8bit" if any(b > 127 for b in original) else b"7bit"
+    out = io.BytesIO()
+    for h in outer_headers:
+        out.write(h + b"\r\n")
+    out.write(b"MIME-Version: 1.0\r\n")
+    out.write(b'Content-Type: multipart/mixed; boundary="' + boundary.encode() + b'"\r\n\r\n')
+    out.write(b"This is a multi-part message in MIME format.\r\n")
+    out.write(b"--" + boundary.encode() + b"\r\n")
+    for h in part_headers:
+        out.write(h + b"\r\n")
+    out.write(b"\r\n" + body.rstrip(b"\r\n") + b"\r\n")
+    out.write(b"--" + boundary.encode() + b"\r\n")
+    out.write(b"Content-Type: message/rfc822\r\n")
+    out.write(b'Content-Disposition: attachment; filename="original.eml"\r\n')
+    out.write(b"Content-Transfer-Encoding: " + cte + b"\r\n\r\n")
+    out.write(original)
+    out.write(b"--" + boundary.encode() + b"--\r\n")
+    return out.getvalue()
+
+
+def _unfold(head: bytes) -> list[bytes]:
+    lines: list[bytes] = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and lines:
+            lines[-1] += b"\r\n" + line
+        elif line:
+            lines.append(line)
+    return lines
+
+
+MAX_LINE = 998
+
+
+def _qp_utf8() -> email.charset.Charset:
+    cs = email.charset.Charset("utf-8")
+    cs.body_encoding = email.charset.QP
+    return cs
+
+
+def _long_lines(data: bytes) -> bool:
+    return any(len(line) > MAX_LINE for line in data.splitlines())
+
+
+def mask_original(raw: bytes) -> bytes:
+    """The original message, safe to attach: card numbers masked, no line longer than SMTP allows.
+
+    Unchanged bytes when there is nothing to do (the common case). Otherwise the
+    message is rebuilt: parts with card numbers are re-encoded masked (an
+    ``X-Guard-Masked`` header says so), parts with over-long lines are
+    re-encoded as quoted-printable or base64. The mailbox keeps the original.
+    """
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        masked = False
+        rebuilt = False
+        subject = msg.get("Subject")
+        if subject is not None:
+            decoded = str(email.header.make_header(email.header.decode_header(str(subject))))
+            if find_card_numbers(decoded):
+                del msg["Subject"]
+                msg["Subject"] = email.header.Header(mask_card_numbers(decoded), "utf-8")
+                masked = True
+        for part in msg.walk():
+            if part.is_multipart():
+                continue
+            payload = part.get_payload()
+            if not isinstance(payload, str):
+                continue
+            is_text = part.get_content_maintype() == "text"
+            data = part.get_payload(decode=True) or b""
+            text = None
+            if is_text:
+                charset = part.get_content_charset() or "utf-8"
+                try:
+                    text = data.decode(charset, errors="replace")
+                except LookupError:
+                    text = data.decode("utf-8", errors="replace")
+            if text is not None and find_card_numbers(text):
+                del part["Content-Transfer-Encoding"]
+                part.set_payload(mask_card_numbers(text), charset=_qp_utf8())
+                masked = True
+            elif _long_lines(payload.encode("utf-8", "surrogateescape")):
+                del part["Content-Transfer-Encoding"]
+                if text is not None:
+                    part.set_payload(text, charset=_qp_utf8())
+                else:
+                    part.set_payload(data)
+                    email.encoders.encode_base64(part)
+                rebuilt = True
+        if not masked and not rebuilt:
+            return raw
+        if masked:
+            msg["X-Guard-Masked"] = "card numbers masked by guard"
+        out = io.BytesIO()
+        email.generator.BytesGenerator(out, mangle_from_=False, policy=email.policy.compat32.clone(linesep="\r\n")).flatten(msg)
+        return out.getvalue()
+    except Exception:
+        # the message cannot be rebuilt: attach a text-only stand-in rather than unmasked data
+        text = mask_card_numbers(raw.decode("utf-8", errors="replace"))
+        text = "\n".join(line[:MAX_LINE] for line in text.splitlines())
+        return ("Content-Type: text/plain; charset=utf-8\r\nX-Guard-Masked: original not parseable; masked text\r\n\r\n"
+                + text).encode("utf-8")
+
+
+def build_forward(renderer: Renderer, template: str, *, raw: bytes, msg: ParsedMessage, verdict: Verdict,
+                  ident: Identity, now: datetime, message_id: str, review: bool = False,
+                  kind: str = "forward") -> Rendered:
+    """To the coordinator: summary + verdict on top, original attached, Reply-To the participant."""
+    ctx = context_for(msg, verdict, ident, review=review)
+    subject, text, html = renderer.render(template, ctx, None)
+    participant = msg.from_.addr if msg.from_ and "@" in (msg.from_.addr or "") else None
+    reply_to = _address(msg.from_.name, participant) if participant else None
+    m = _base(ident, to=_address(ident.coordinator_name, ident.coordinator_address), subject=subject, now=now,
+              message_id=message_id, auto="auto-generated", reply_to=reply_to)
+    if msg.message_id and re.fullmatch(r"<[^<>\s]+>", msg.message_id):
+        m["References"] = msg.message_id
+    _alternative(m, text, html, message_id)
+    body = _with_original(m, raw, message_id)
+    return Rendered(kind, template, ident.coordinator_address, ident.events_address, message_id, body)
+
+
+def build_alert(renderer: Renderer, template: str, *, raw: bytes, msg: ParsedMessage, verdict: Verdict,
+                ident: Identity, now: datetime, message_id: str) -> Rendered:
+    """The coordinator alert (a participant says they already paid): like a forward, flagged urgent."""
+    r = build_forward(renderer, template, raw=raw, msg=msg, verdict=verdict, ident=ident, now=now,
+                      message_id=message_id, review=True, kind="alert")
+    head, sep, rest = r.raw.partition(b"\r\n")
+    raw_out = head + sep + b"Importance: high\r\nX-Priority: 1\r\n" + rest
+    return Rendered("alert", template, r.recipient, r.envelope_from, message_id, raw_out)
+
+
+def build_notice(renderer: Renderer, template: str, *, msg: ParsedMessage, verdict: Verdict, ident: Identity,
+                 now: datetime, message_id: str, breaker: dict | None = None) -> Rendered:
+    """A short notice to the coordinator with no original attached (the circuit-breaker alert)."""
+    ctx = context_for(msg, verdict, ident, breaker=breaker)
+    subject, text, html = renderer.render(template, ctx, None)
+    m = _base(ident, to=_address(ident.coordinator_name, ident.coordinator_address), subject=subject, now=now,
+              message_id=message_id, auto="auto-generated")
+    _alternative(m, text, html, message_id)
+    return Rendered("alert", template, ident.coordinator_address, ident.events_address, message_id, m.as_bytes())
