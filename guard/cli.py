@@ -78,6 +78,10 @@ def cmd_check_config(args) -> int:
     print(f"  coordinator: {settings.institute.coordinator.name} <{settings.institute.coordinator.address}>")
     print(f"  events: {len(settings.events)}")
     print(f"  rules: {len(ruleset.rules)} from {len(ruleset.files)} files")
+    from .daemon import load_policy_and_templates
+
+    policy, _ = load_policy_and_templates(settings)
+    print(f"  policy and templates: OK ({len(policy.rows)} policy rows)")
     if not getattr(args, "no_model", False):
         from .model_loader import load_default_model
 

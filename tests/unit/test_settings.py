@@ -84,3 +84,12 @@ def test_check_config_command(tmp_path, capsys):
     assert main(["--config", str(f), "check-config", "--no-model"]) == 2
     err = capsys.readouterr().err
     assert "institute.coordinator.address" in err and str(f) in err
+
+
+def test_check_config_validates_policy(tmp_path, capsys):
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[[row]]\nid = \"x\"\nwhen = { category = \"nonsense\" }\n", encoding="utf-8")
+    f = tmp_path / "guard.toml"
+    f.write_text(GOOD + f'\n[daemon]\npolicy_file = "{policy}"\n', encoding="utf-8")
+    assert main(["--config", str(f), "check-config", "--no-model"]) == 2
+    assert "policy.toml" in capsys.readouterr().err
