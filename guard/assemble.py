@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .classify import Classifier, ScamModel, Thresholds
+from .classify import Classifier, ScamModel
 from .matchers import RuleContext
 from .paths import shipped
 from .ruleset import Ruleset, load_ruleset
@@ -23,10 +23,9 @@ def load_rules(settings: GuardSettings) -> Ruleset:
 
 def build_classifier(settings: GuardSettings, *, model: ScamModel | None = None, ruleset: Ruleset | None = None) -> Classifier:
     ruleset = ruleset or load_rules(settings)
-    t = settings.thresholds
     return Classifier(
         ruleset=ruleset,
         context=rule_context(settings, ruleset),
-        thresholds=Thresholds(t.scam, t.suspicious, t.report, t.automated, t.inquiry, t.paid),
+        thresholds=settings.thresholds,
         model=model,
     )

@@ -29,17 +29,8 @@ from typing import Protocol
 from .matchers import MessageView, RuleContext
 from .message import ParsedMessage
 from .ruleset import CATEGORY_TAGS, Ruleset
+from .settings import ThresholdSettings as Thresholds
 from .verdict import Reason, Verdict
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    scam: float = 4.0
-    suspicious: float = 2.5
-    report: float = 3.0
-    automated: float = 3.0
-    inquiry: float = 1.0
-    paid: float = 2.0
 
 
 class ScamModel(Protocol):
