@@ -9,7 +9,15 @@ from .settings import GuardSettings
 
 def load_default_model(settings: GuardSettings) -> ScamModel | None:
     """The shipped model, or None when none is shipped."""
+    from . import language
+
+    language.preload()  # first, while memory is low (see language.preload)
     artefact = shipped("models") / "guard-model.skops"
+    if settings.learning.retrain_hours > 0:  # a model the scheduled retrain swapped in (guard/retrain.py)
+        from .retrain import state_models_dir
+
+        if (state_models_dir(settings) / "guard-model.skops").is_file():
+            artefact = state_models_dir(settings) / "guard-model.skops"
     if not artefact.is_file():
         return None
     from .model import load_model  # noqa: PLC0415 - scikit-learn is only imported when a model exists

@@ -221,3 +221,15 @@ def test_strict_undefined_is_caught_at_startup(tmp_path):
 
 def test_missing_language_falls_back_to_default():
     assert R.pick_language("xx") == "en" and R.pick_language(None) == "en"
+
+
+def test_mask_original_leaves_identifier_headers_alone():
+    from guard.render import mask_original
+    from guard.textutil import luhn_ok
+
+    digits = next(f"{n:013d}" for n in range(1732374982156, 1732374982256) if luhn_ok(f"{n:013d}"))
+    raw = (f"Message-ID: <{digits}.49@mail.example>\r\nReferences: <{digits}@x.example>\r\n"
+           f"Subject: card 4111 1111 1111 1111\r\n\r\nhello\r\n").encode()
+    out = mask_original(raw)
+    assert f"<{digits}.49@mail.example>".encode() in out and f"<{digits}@x.example>".encode() in out
+    assert b"4111 1111 1111 1111" not in out
