@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Arrival-to-reply latency of `guard run` over IMAP IDLE, against the real test mail stack.
 
-    sudo python3 bench/latency.py [-n 120] [--interval 0.3] [--test-rules]
+    sudo python3 bench/latency.py [--count 200] [--interval 0.3] [--test-rules]
 
 Starts a private stack (scripts/mailstack.sh: Dovecot + the SMTP test server) on free loopback
 ports, starts `guard run` on it, then sends N inquiries from N different senders, one every
@@ -92,7 +92,7 @@ def pct(values: list[float], p: float) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-n", type=int, default=120, help="messages (default 120)")
+    ap.add_argument("-n", "--count", dest="n", type=int, default=200, help="messages (default 200)")
     ap.add_argument("--interval", type=float, default=0.3, help="seconds between messages (default 0.3)")
     ap.add_argument("--test-rules", action="store_true", help="use tests/integration/daemon_rules")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -185,6 +185,9 @@ max_replies_per_hour = 100000
                 continue
             print(f"  {name:32s} min {min(lat):.3f} s   p50 {pct(lat, 50):.3f} s   p90 {pct(lat, 90):.3f} s   "
                   f"p99 {pct(lat, 99):.3f} s   max {max(lat):.3f} s   mean {statistics.mean(lat):.3f} s")
+        if ack_lat:
+            ok = pct(ack_lat, 50) < 1.0 and pct(ack_lat, 99) < 3.0
+            print(f"  goals p50 < 1 s and p99 < 3 s (acknowledgement): {'met' if ok else 'NOT met'}")
         if missing:
             print(f"  {missing} message(s) got no acknowledgement within 60 s")
         return 0 if not missing else 1

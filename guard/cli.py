@@ -106,10 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--no-model", action="store_true")
     k.set_defaults(func=cmd_check_config)
 
-    from . import cli_daemon, cli_model
+    from . import cli_daemon, cli_model, cli_templates
 
     cli_model.add_commands(sub)
     cli_daemon.add_commands(sub)
+    cli_templates.add_commands(sub)
     return p
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import sys
 import tempfile
@@ -25,7 +24,10 @@ def add_commands(sub) -> None:
     mode.add_argument("--shadow", action="store_true",
                       help="act normally, but every automatic reply goes to the coordinator instead")
     r.add_argument("--no-model", action="store_true", help="rules only")
-    r.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    r.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="default: [logging] level of the configuration (INFO)")
+    r.add_argument("--log-format", default=None, choices=("text", "json"),
+                   help="default: [logging] format of the configuration (text)")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="run the whole pipeline once on the bundled sample messages (no server needed)")
@@ -35,13 +37,17 @@ def add_commands(sub) -> None:
     d.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     d.set_defaults(func=cmd_demo)
 
+    from .cli_digest import add_digest_command
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # imapclient and aiosmtplib log protocol lines (LOGIN, AUTH) at DEBUG: never let them through
-    for name in ("imapclient", "imaplib", "aiosmtplib"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    add_digest_command(sub)
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    # text or JSON, secrets and card numbers masked; imapclient and aiosmtplib log protocol lines
+    # (LOGIN, AUTH) at DEBUG: kept at WARNING (guard/logging_setup.py)
+    from .logging_setup import setup_logging as setup
+
+    setup(level, fmt, sys.stderr)
 
 
 def _classifier(settings, no_model: bool):
@@ -59,11 +65,21 @@ def cmd_run(args) -> int:
     from . import daemon
     from .settings import load_settings
 
-    setup_logging(args.log_level)
+    setup_logging(args.log_level or "INFO", args.log_format or "text")
     settings = load_settings(args.config)
+    setup_logging(args.log_level or settings.logging.level, args.log_format or settings.logging.format)
     mode = "dry-run" if args.dry_run else "shadow" if args.shadow else settings.daemon.mode
     classifier = _classifier(settings, args.no_model)
-    return daemon.run(settings, classifier, mode=mode, once=args.once)
+    model = getattr(classifier, "model", None)
+
+    def reloader():
+        """SIGHUP: the configuration file again (events, thresholds), the rules; the model is kept."""
+        from .assemble import build_classifier
+
+        new = load_settings(args.config)
+        return new, build_classifier(new, model=model)
+
+    return daemon.run(settings, classifier, mode=mode, once=args.once, reloader=reloader)
 
 
 def _prepare_workdir(workdir: Path | None) -> Path:

@@ -36,6 +36,9 @@ def add_commands(sub) -> None:
     t = sub.add_parser("train", help="train the scam model on the own examples and the public corpus; write models/guard-model.*")
     _common(t)
     t.add_argument("--out", type=Path, default=None, help="where the artefact and metadata go (default: models/)")
+    t.add_argument("--labelled", type=Path, default=None, metavar="DIR",
+                   help="the coordinator's labelled corrections (scam/*.eml, genuine/*.eml; default: learning.labelled_dir, "
+                        "or labelled/ beside the configured journal)")
     t.add_argument("--metrics", type=Path, default=None,
                    help="metrics.json of a `guard evaluate` run to record in the metadata (default: models/report/metrics.json if present)")
     t.set_defaults(func=cmd_train)
@@ -95,7 +98,7 @@ def cmd_train(args) -> int:
     say(f"own examples: {own / 'train'}; public corpus: {', '.join(map(str, public)) or 'none'}")
     metrics = _load_metrics(args.metrics or (shipped("models") / "report" / "metrics.json"), required=args.metrics is not None)
     model, artefact, meta_path = train(
-        own, public, out, extra_labelled=[], max_public=args.max_public, jobs=args.jobs, progress=say, metrics=metrics,
+        own, public, out, extra_labelled=_labelled(args, say), max_public=args.max_public, jobs=args.jobs, progress=say, metrics=metrics,
     )
     meta = model.metadata
     stale = metrics and metrics.get("data_hashes", {}).get("own_train") != meta["training"]["data_hashes"]["own_train"]
@@ -107,6 +110,23 @@ def cmd_train(args) -> int:
     print(f"metadata: {meta_path}")
     print(f"trained on {meta['training']['rows']} rows ({meta['training']['positive_rows']} scam) in {meta['training']['seconds']} s")
     return 0
+
+
+def _labelled(args, say) -> list[tuple[bytes, str]]:
+    """The coordinator's corrections kept by the daemon (guard/corrections.py), as extra labelled examples."""
+    from .corrections import labelled_dir, labelled_examples
+
+    d = args.labelled
+    if d is None:
+        from .settings import load_settings
+
+        try:
+            d = labelled_dir(load_settings(getattr(args, "config", None)))
+        except Exception:  # no usable configuration: no labelled examples
+            return []
+    found = labelled_examples(d)
+    say(f"labelled corrections: {len(found)} from {d}")
+    return found
 
 
 def _load_metrics(path: Path, required: bool) -> dict:

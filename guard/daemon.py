@@ -102,6 +102,10 @@ class Daemon:
         self.backoff = Backoff(imap.reconnect_initial_seconds, imap.reconnect_max_seconds) if imap else Backoff()
         self.idle_seconds = imap.idle_seconds if imap else 60.0
         self.connected_once = asyncio.Event()
+        # the digest, learning from corrections, the optional retrain (guard/learning.py)
+        from .learning import Learning
+
+        self.learning = Learning(self, renderer)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -136,6 +140,7 @@ class Daemon:
                     self.executor.opened(uidvalidity)
                     self.connected_once.set()
                     n = await self.executor.reconcile()
+                    await self.learning.tick()
                     if attempt:
                         log.info("reconnected after %s attempt(s)", attempt)
                     attempt = 0
@@ -170,24 +175,20 @@ class Daemon:
             due = self.journal.next_retry()
             if due is not None:
                 timeout = max(0.05, min(timeout, (due - self.clock()).total_seconds()))
+            timeout = self.learning.timeout(timeout)
             log.debug("waiting (up to %.0f s)", timeout)
             why = await self.mailbox.wait(timeout, self.stop)
             if why == "stopped":
                 return
             await self.executor.reconcile()
+            await self.learning.tick()
 
 
-def run(settings: GuardSettings, classifier, *, mode: str = "live", once: bool = False) -> int:
+def run(settings: GuardSettings, classifier, *, mode: str = "live", once: bool = False, reloader=None) -> int:
+    """One watcher per account ([imap] or [[accounts]]), SIGHUP reload and /healthz: guard/accounts.py."""
+    from .accounts import Supervisor
+
     async def main() -> int:
-        daemon = Daemon(settings, classifier=classifier, mode=mode, once=once)
-        daemon.install_signal_handlers()
-        log.info("guard %s: watching %s of %s (%s)", "once" if once else "daemon",
-                 settings.imap.mailbox if settings.imap else "?", settings.imap.describe() if settings.imap else "?",
-                 mode)
-        try:
-            return await daemon.run()
-        finally:
-            daemon.journal.close()
+        return await Supervisor(settings, classifier, mode=mode, once=once, reloader=reloader).main()
 
     return asyncio.run(main())
-

@@ -34,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from .classify import Classifier
+from .digest_journal import record_facts
 from .errors import PermanentIOError, TransientIOError
 from .journal import Journal, Key, Outgoing, Row
 from .mailbox import Mailbox
@@ -189,6 +190,10 @@ class Executor:
                     self.outcomes.append(out)
                     return out
         row = self.journal.begin(key, message_id=mid, arrived=fetched.arrived, now=now)
+        try:  # the digest's facts (sender, subject, date, campaign fingerprint; never the body)
+            record_facts(self.journal, row.id, msg)
+        except Exception:  # pragma: no cover - the digest must never stop a message being handled
+            log.exception("UID %s: could not record the digest facts", uid)
         if row.attempts > self.max_attempts:
             return await self.poison(row, f"processing failed {row.attempts - 1} times", msg.subject)
         try:

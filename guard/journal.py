@@ -99,6 +99,60 @@ MIGRATIONS: list[str] = [
     CREATE INDEX replies_by_recipient ON replies (recipient, template, at);
     CREATE INDEX replies_by_time ON replies (at);
     """,
+    # 2: the digest and learning from corrections (guard.digest_journal): facts about each message
+    # without its body, the digest queue and sent digests (the watermark), allow/deny lists, labels
+    """
+    CREATE TABLE message_facts (
+        message INTEGER PRIMARY KEY REFERENCES messages (id),
+        sender TEXT, subject TEXT, date REAL, inner_sender TEXT, inner_subject TEXT, fingerprint TEXT
+    );
+    CREATE TABLE digest_queue (
+        id INTEGER PRIMARY KEY,
+        message INTEGER NOT NULL REFERENCES messages (id),
+        kind TEXT NOT NULL DEFAULT 'final',
+        at REAL NOT NULL,
+        UNIQUE (message, kind)
+    );
+    CREATE TABLE digests (
+        id INTEGER PRIMARY KEY,
+        upto INTEGER NOT NULL,
+        period_start REAL,
+        period_end REAL NOT NULL,
+        recipient TEXT NOT NULL,
+        envelope_from TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('intent', 'sent')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created REAL NOT NULL,
+        sent REAL
+    );
+    CREATE TABLE sender_lists (
+        list TEXT NOT NULL CHECK (list IN ('allowlist', 'denylist')),
+        entry TEXT NOT NULL,
+        added REAL NOT NULL,
+        source TEXT,
+        PRIMARY KEY (list, entry)
+    );
+    CREATE TABLE labels (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        message_id TEXT,
+        sender TEXT,
+        label TEXT NOT NULL CHECK (label IN ('scam', 'genuine')),
+        entry TEXT,
+        path TEXT,
+        message INTEGER REFERENCES messages (id),
+        state TEXT NOT NULL,
+        at REAL NOT NULL,
+        UNIQUE (account, folder, uidvalidity, uid)
+    );
+    CREATE TABLE guard_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """,
 ]
 
 FINAL_STATES = ("done", "poison")
@@ -317,12 +371,19 @@ class Journal:
         with self._tx():
             self.db.execute("UPDATE messages SET state='poison', note=?, folder=?, flag=1, updated=? WHERE id=?",
                             (note[:500], folder, _ts(now), row_id))
+            self._queue_for_digest(row_id, now)
 
     def mark_done(self, row_id: int, now: datetime, *, folder: str | None = None, note: str | None = None) -> None:
         with self._tx():
             self.db.execute(
                 "UPDATE messages SET state='done', folder=COALESCE(?, folder), note=COALESCE(?, note), updated=? "
                 "WHERE id=?", (folder, note, _ts(now), row_id))
+            self._queue_for_digest(row_id, now)
+
+    def _queue_for_digest(self, row_id: int, now: datetime) -> None:
+        """A decided or poison message enters the digest queue once (see guard.digest_journal)."""
+        self.db.execute("INSERT OR IGNORE INTO digest_queue (message, kind, at) SELECT id, 'final', ? FROM messages "
+                        "WHERE id=? AND (verdict IS NOT NULL OR state='poison')", (_ts(now), row_id))
 
     def record_skip(self, key: Key, *, message_id: str | None, arrived: datetime | None, note: str,
                     now: datetime) -> None:

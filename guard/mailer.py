@@ -51,6 +51,11 @@ def token_provider_from(server_settings) -> TokenProvider | None:
     s = server_settings
     if s.auth != "xoauth2":
         return None
+    if getattr(s, "oauth2", None) is not None:
+        # guard fetches and refreshes the token itself (Microsoft 365, Google): guard/oauth.py
+        from .oauth import token_source
+
+        return token_source(s, "imap" if hasattr(s, "mailbox") else "smtp")
     if s.oauth2_token_file is not None:
         path = s.oauth2_token_file
         return lambda: path.read_text(encoding="utf-8").strip()
@@ -102,7 +107,7 @@ class SmtpMailer:
                 raise _code_error(exc.code, f"greeting {_server_text(exc)}") from None
             await self._login(client)
             options = []
-            if any(b > 127 for b in raw) and client.supports_extension("8bitmime"):
+            if not raw.isascii() and client.supports_extension("8bitmime"):
                 options.append("BODY=8BITMIME")
             rcpt_options = ["NOTIFY=NEVER"] if envelope_from == "" and client.supports_extension("dsn") else []
             try:

@@ -12,9 +12,12 @@ Bounds keep hostile input cheap: at most ``MAX_PARTS`` MIME parts are looked
 at, nesting deeper than ``MAX_DEPTH`` is not followed, at most
 ``MAX_TEXT_CHARS`` characters of body text are kept, and at most
 ``MAX_FORWARDS`` embedded messages are parsed, ``MAX_FORWARD_DEPTH`` deep.
+Only the first ``MAX_PARSE_BYTES`` of a message go to the MIME parser.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import email
 import email.header
@@ -38,6 +41,8 @@ MAX_FORWARDS = 5
 MAX_FORWARD_DEPTH = 2
 MAX_URLS = 200
 MAX_HEADER_CHARS = 4000
+#: only this much of a message is handed to the MIME parser (email builds several copies of what it parses)
+MAX_PARSE_BYTES = 10_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +182,15 @@ _LEADING_FROM = re.compile(rb"^From [^\r\n]*\r?\n")
 def _parse(raw: bytes, depth: int) -> ParsedMessage:
     size = len(raw)
     body_bytes = _LEADING_FROM.sub(b"", raw, count=1) if raw.startswith(b"From ") else raw
+    cut = len(body_bytes) > MAX_PARSE_BYTES
+    if cut:
+        body_bytes = body_bytes[:MAX_PARSE_BYTES]
     msg = email.message_from_bytes(body_bytes, policy=email.policy.compat32)
-    return _from_message(msg, size, depth)
+    parsed = _from_message(msg, size, depth)
+    if cut:
+        parsed = dataclasses.replace(parsed, defects=(*parsed.defects, f"larger than {MAX_PARSE_BYTES} bytes: only "
+                                                      "the beginning was parsed"))
+    return parsed
 
 
 def _from_message(msg: email.message.Message, size: int, depth: int) -> ParsedMessage:

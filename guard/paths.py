@@ -1,6 +1,6 @@
 """Where the shipped data lives, in a source checkout and in an installed wheel.
 
-A wheel carries ``rules/``, ``templates/`` and ``models/`` under
+A wheel carries ``rules/``, ``templates/``, ``models/`` and ``events/`` under
 ``guard/_shipped/`` (see pyproject.toml); a checkout has them at the top level.
 """
 
@@ -12,7 +12,7 @@ _PKG = Path(__file__).resolve().parent
 
 
 def shipped(name: str) -> Path:
-    """The directory of shipped data called ``name`` (rules, templates or models)."""
+    """The directory of shipped data called ``name`` (rules, templates, models or events)."""
     installed = _PKG / "_shipped" / name
     if installed.is_dir():
         return installed

@@ -97,6 +97,9 @@ def prepare(
         return f"<guard.{token}.{seq}@{env.ident.domain}>"
 
     looped = msg.header(env.gate.loop_header) is not None
+    # mail from one of our own addresses (the coordinator's auto-responder answering a forward) is
+    # never forwarded or alerted back: that would go to the coordinator again, and again
+    from_ours = bool(msg.from_ and msg.from_.addr) and normalise(msg.from_.addr) in env.gate.our_addresses
     recipient = reply_recipient(msg)
     breaker_count = None
     replies_planned = 0
@@ -119,6 +122,8 @@ def prepare(
             replies_planned += 1
         elif looped:
             suppressed.append((action.describe(), (f"loop: our {env.gate.loop_header} header is present",)))
+        elif from_ours:
+            suppressed.append((action.describe(), ("loop: the mail comes from one of our own addresses",)))
         elif action.do == "forward":
             out.append(build_forward(env.renderer, action.template, raw=raw, msg=msg, verdict=verdict,
                                      ident=env.ident, now=now, message_id=next_id(), review=action.review))

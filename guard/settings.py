@@ -82,16 +82,32 @@ class Event(BaseModel):
     end: dt.date | None = None
     venue: str | None = None
     official_domains: list[str] = []
+    #: names that must not appear inside a foreign domain (mfml2026 -> mfml2026-hotels.com)
+    protected_names: list[str] = []
     coordinator: Person | None = None
-    registration: str | None = None
-    lodging: str | None = None
+    #: registration and official lodging: a text, or a table of texts per language ({ en = "...", es = "..." })
+    registration: str | dict[str, str] | None = None
+    lodging: str | dict[str, str] | None = None
+    #: the official event page
+    url: str | None = Field(default=None, pattern=r"^https?://[^\s<>\"']+$")
 
     _domains = field_validator("official_domains")(classmethod(lambda cls, v: _domain_list(v)))
+
+    @field_validator("registration", "lodging")
+    @classmethod
+    def _languages(cls, v):
+        if isinstance(v, dict):
+            bad = [k for k in v if not re.fullmatch(r"[a-z]{2}", k)]
+            if bad or not v:
+                raise ValueError(f"a table of texts needs two-letter language keys (en, es, ca), not {bad or 'none'}")
+        return v
 
     @model_validator(mode="after")
     def _dates(self):
         if self.start and self.end and self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
+        if self.end and not self.start:
+            raise ValueError("end without start")
         return self
 
 
@@ -150,6 +166,48 @@ def _readable(path: Path, what: str) -> None:
         raise ValueError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
 
 
+class OAuth2Settings(BaseModel):
+    """XOAUTH2 tokens fetched and refreshed by guard itself (guard/oauth.py)."""
+
+    model_config = _FROZEN
+    #: microsoft (msal), google (its token endpoint) or generic (any RFC 6749 token endpoint: token_url)
+    provider: Literal["microsoft", "google", "generic"]
+    #: refresh_token (a delegated mailbox grant) or client_credentials (Microsoft app-only access)
+    flow: Literal["refresh_token", "client_credentials"] = "refresh_token"
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    #: a file holding the client secret ($CREDENTIALS_DIRECTORY expanded)
+    client_secret_file: Path | None = None
+    #: a file holding the refresh token (refresh_token flow)
+    refresh_token_file: Path | None = None
+    #: Microsoft Entra tenant id or domain
+    tenant: str = "organizations"
+    #: token endpoint; defaults per provider (required for generic)
+    token_url: str | None = None
+    #: scopes; defaults per provider and protocol
+    scopes: list[str] = []
+    #: a token is refreshed this long before it expires
+    refresh_margin_seconds: float = Field(default=300.0, ge=0, le=3000)
+
+    _paths = field_validator("client_secret_file", "refresh_token_file")(classmethod(lambda cls, v: _expand(v)))
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.flow == "refresh_token" and self.refresh_token_file is None:
+            raise ValueError("flow = \"refresh_token\" needs refresh_token_file")
+        if self.flow == "client_credentials" and self.provider != "microsoft":
+            raise ValueError("flow = \"client_credentials\" is only offered for provider = \"microsoft\"")
+        if self.flow == "client_credentials" and self.client_secret is None and self.client_secret_file is None:
+            raise ValueError("flow = \"client_credentials\" needs client_secret or client_secret_file")
+        if self.provider == "generic" and not self.token_url:
+            raise ValueError("provider = \"generic\" needs token_url")
+        for name in ("client_secret_file", "refresh_token_file"):
+            path = getattr(self, name)
+            if path is not None:
+                _readable(path, name)
+        return self
+
+
 class _ServerSettings(BaseModel):
     """What IMAP and SMTP share: where, how encrypted, who, and the secret (never logged)."""
 
@@ -167,6 +225,8 @@ class _ServerSettings(BaseModel):
     auth: Literal["password", "xoauth2"] = "password"
     oauth2_token_file: Path | None = None
     oauth2_token_command: list[str] | None = None
+    #: or let guard fetch and refresh the tokens itself (Microsoft 365, Google): see OAuth2Settings
+    oauth2: OAuth2Settings | None = None
     #: extra CA certificates to trust (a private CA, tests); certificates are always verified
     ca_file: Path | None = None
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
@@ -184,8 +244,10 @@ class _ServerSettings(BaseModel):
         if self.auth == "xoauth2":
             if self.username is None:
                 raise ValueError("auth = \"xoauth2\" needs a username")
-            if (self.oauth2_token_file is None) == (self.oauth2_token_command is None):
-                raise ValueError("auth = \"xoauth2\" needs exactly one of oauth2_token_file, oauth2_token_command")
+            given = [x for x in (self.oauth2_token_file, self.oauth2_token_command, self.oauth2) if x is not None]
+            if len(given) != 1:
+                raise ValueError("auth = \"xoauth2\" needs exactly one of oauth2_token_file, oauth2_token_command, "
+                                 "[oauth2]")
         for name in ("password_file", "oauth2_token_file", "ca_file"):
             path = getattr(self, name)
             if path is not None:
@@ -312,17 +374,128 @@ class DaemonSettings(BaseModel):
         return v
 
 
+class HealthSettings(BaseModel):
+    """/healthz and /metrics over HTTP on a loopback address (guard/health.py)."""
+
+    model_config = _FROZEN
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (tests)
+    port: int = Field(default=9187, ge=0, le=65535)
+    #: /healthz is not ready when the last IDLE round or poll is older than this; default 2 x idle_seconds + 60
+    stale_seconds: float | None = Field(default=None, gt=0)
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, v):
+        if not _is_loopback(v):
+            raise ValueError(f"the health endpoint only listens on a loopback address, not {v!r}")
+        return v
+
+
+class LoggingSettings(BaseModel):
+    model_config = _FROZEN
+    #: text (one line per record, key=value) or json (one object per line)
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class AccountSettings(BaseModel):
+    """One watched mailbox of several ([[accounts]]); each gets its own watcher task."""
+
+    model_config = _FROZEN
+    #: the ledger account name (unique); default: the IMAP username
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    imap: ImapSettings
+    #: default: the top-level [smtp]
+    smtp: SmtpSettings | None = None
+
+
+class DigestSettings(BaseModel):
+    """The coordinator's digest (guard/digest.py): when, and when a campaign gets an advisory draft."""
+
+    model_config = _FROZEN
+    enabled: bool = True
+    #: local wall-clock times (HH:MM) in ``timezone``, on ``weekdays`` (0 = Monday)
+    times: list[dt.time] = Field(default=[dt.time(8, 0)], min_length=1)
+    #: the institute's time zone (IANA name)
+    timezone: str = "Europe/Madrid"
+    weekdays: list[int] = Field(default=[0, 1, 2, 3, 4, 5, 6], min_length=1)
+    #: also send a digest when nothing happened (a daily "all quiet")
+    send_empty: bool = True
+    #: a campaign with this many copies or reports within advisory_hours carries an advisory draft
+    advisory_threshold: int = Field(default=3, ge=1)
+    advisory_hours: float = Field(default=24.0, gt=0, le=24 * 31)
+    #: minimum estimated Jaccard similarity of two messages of one campaign
+    similarity: float = Field(default=0.5, gt=0, le=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not a known time zone") from None
+        return v
+
+    @field_validator("weekdays")
+    @classmethod
+    def _days(cls, v):
+        if any(d < 0 or d > 6 for d in v):
+            raise ValueError("weekdays are 0 (Monday) to 6 (Sunday)")
+        return v
+
+
+class LearningSettings(BaseModel):
+    """Learning from the coordinator's corrections (guard/corrections.py)."""
+
+    model_config = _FROZEN
+    enabled: bool = True
+    #: how often Guard/NotScam and Guard/Scam are checked (at most; also after every wake-up)
+    poll_seconds: float = Field(default=60.0, ge=1, le=3600)
+    #: what a correction lists: the sender's address, or its whole domain (never a free-mail domain)
+    list_by: Literal["address", "domain"] = "address"
+    #: where labelled copies go (labelled/scam, labelled/genuine); default: beside the journal
+    labelled_dir: Path | None = None
+    #: retrain on the labelled mail every this many hours and swap the model only when it evaluates
+    #: no worse (0 = never; off by default)
+    retrain_hours: float = Field(default=0.0, ge=0)
+
+
 class GuardSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GUARD_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
     )
     institute: Institute
     events: list[Event] = []
+    #: directories of event fact sheets (*.toml, one event each; see guard/facts.py), merged with
+    #: [[events]] at load time; "shipped" = guard's own events/, relative paths = next to this file
+    events_dirs: list[str] = []
     thresholds: ThresholdSettings = ThresholdSettings()
     rules: RuleSettings = RuleSettings()
     imap: ImapSettings | None = None
     smtp: SmtpSettings | None = None
     daemon: DaemonSettings = DaemonSettings()
+    #: several watched mailboxes (instead of [imap]); see guard/accounts.py
+    accounts: list[AccountSettings] = []
+    health: HealthSettings = HealthSettings()
+    logging: LoggingSettings = LoggingSettings()
+    digest: DigestSettings = DigestSettings()
+    learning: LearningSettings = LearningSettings()
+
+    @model_validator(mode="after")
+    def _accounts(self):
+        if self.accounts and self.imap is not None:
+            raise ValueError("give either [imap] or [[accounts]], not both")
+        seen = set()
+        for a in self.accounts:
+            name = a.name or a.imap.username
+            if name in seen:
+                raise ValueError(f"account {name!r} appears twice")
+            seen.add(name)
+        return self
 
     @model_validator(mode="after")
     def _unique_events(self):
@@ -344,6 +517,7 @@ class GuardSettings(BaseSettings):
         names = [self.institute.short_name.lower(), *[n.lower() for n in self.institute.protected_names]]
         for e in self.events:
             names.extend(a.lower() for a in e.aliases if " " not in a.strip() and len(a.strip()) >= 4)
+            names.extend(n.strip().lower() for n in e.protected_names)
         return tuple(dict.fromkeys(n for n in names if n))
 
     def display_names(self) -> tuple[str, ...]:
@@ -393,4 +567,9 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> GuardSett
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{file}: {key}: {msg}")
         raise ConfigError("\n".join(lines)) from None
+    if loaded.events_dirs:
+        from .facts import load_fact_sheets, merge_events, resolve_dir
+
+        sheets = load_fact_sheets(resolve_dir(d, file) for d in loaded.events_dirs)
+        loaded = loaded.model_copy(update={"events": merge_events(loaded.events, sheets)})
     return loaded

@@ -21,6 +21,10 @@
 * If LMTP delivery fails (Dovecot down, user refused) the client gets a 451/550 after DATA and
   nothing is recorded.
 * SIGTERM/SIGINT stop it; --pidfile is written once the port is open and removed at exit.
+* Opt-in (--oauth-key-file FILE, a base64 HMAC key): AUTH XOAUTH2 is offered, also without TLS.
+  The bearer token must be an HS256 JWT signed with that key whose "sub" is the user and whose
+  "exp" lies ahead (what Dovecot's oauth2 passdb checks in the same stack). A bad token gets the
+  RFC 7628-style 334 error challenge, then 535. Without the option nothing about AUTH changes.
 
 Needs aiosmtpd; LMTP delivery uses the standard library's smtplib.
 """
@@ -245,13 +249,79 @@ class Handler:
         os.replace(tmp, self.sink / name)
 
 
+def check_jwt(token: str, key: bytes, user: str) -> str | None:
+    """None when ``token`` is an HS256 JWT signed with ``key`` for ``user`` and not expired; else why not."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def unb64(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    try:
+        head, body, sig = token.split(".")
+        header, claims = json.loads(unb64(head)), json.loads(unb64(body))
+    except (ValueError, TypeError):
+        return "not a JWT"
+    if header.get("alg") != "HS256":
+        return "unsupported alg"
+    want = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    if not hmac.compare_digest(want, unb64(sig)):
+        return "bad signature"
+    if not isinstance(claims.get("exp"), (int, float)) or claims["exp"] < time.time():
+        return "expired"
+    if str(claims.get("sub", "")).lower() != user.lower():
+        return "token is for another user"
+    return None
+
+
+class OAuthHandler(Handler):
+    """Handler plus AUTH XOAUTH2 (opt-in, --oauth-key-file)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        import base64
+
+        self.oauth_key = base64.b64decode(Path(args.oauth_key_file).read_text().strip())
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]):
+        import base64
+        import json
+
+        from aiosmtpd.smtp import AuthResult
+
+        if len(args) > 1:
+            blob = args[1].encode()
+        else:
+            got = await server.challenge_auth("", encode_to_b64=False)
+            if not isinstance(got, bytes):
+                return AuthResult(success=False, handled=True)
+            blob = base64.b64encode(got)
+        try:
+            fields = dict(f.split("=", 1) for f in base64.b64decode(blob).decode().split("\x01") if "=" in f)
+            user, auth = fields["user"], fields["auth"]
+        except (ValueError, KeyError, UnicodeDecodeError):
+            return AuthResult(success=False, handled=False, message="501 5.5.2 malformed XOAUTH2 response")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        why = check_jwt(token, self.oauth_key, user)
+        if why is not None:
+            log.info("AUTH XOAUTH2 for %s refused: %s", user, why)
+            # RFC 7628 / Google: an error challenge, the client answers with an empty line, then 535
+            await server.challenge_auth(json.dumps({"status": "401", "schemes": "bearer"}))
+            return AuthResult(success=False, handled=False)
+        log.info("AUTH XOAUTH2 for %s accepted", user)
+        return AuthResult(success=True, auth_data=user)
+
+
 async def serve(args: argparse.Namespace) -> None:
-    handler = Handler(args)
+    handler = OAuthHandler(args) if getattr(args, "oauth_key_file", None) else Handler(args)
     loop = asyncio.get_running_loop()
+    extra = {"auth_require_tls": False} if isinstance(handler, OAuthHandler) else {}
 
     def factory() -> SMTP:
         return SMTP(handler, hostname=args.hostname, ident="guard test smtp",
-                    decode_data=False, enable_SMTPUTF8=True, timeout=120)
+                    decode_data=False, enable_SMTPUTF8=True, timeout=120, **extra)
 
     server = await loop.create_server(factory, host=args.host, port=args.port)
     stop = asyncio.Event()
@@ -290,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                     "default crm.cat and example.org)")
     ap.add_argument("--hostname", default="mail.crm.cat")
     ap.add_argument("--pidfile")
+    ap.add_argument("--oauth-key-file", help="opt-in: offer AUTH XOAUTH2, accepting HS256 JWTs signed with "
+                    "this base64 key")
     args = ap.parse_args(argv)
     args.users_file = args.users_file or os.path.join(args.mail_dir, "dovecot", "users")
     args.lmtp = args.lmtp or os.path.join(args.mail_dir, "dovecot", "run", "lmtp")

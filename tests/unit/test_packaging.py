@@ -24,5 +24,9 @@ def test_wheel_contains_shipped_data(tmp_path):
     assert any(n.startswith("guard/samples/") and n.endswith(".eml") for n in names)
     assert any(n.startswith("guard/_shipped/models/") for n in names)
     assert any(n.startswith("guard/_shipped/templates/") for n in names)
+    for lang in ("en", "es", "ca"):
+        assert f"guard/_shipped/templates/{lang}/report_verdict.html.j2" in names
+    for sheet in (REPO / "events").glob("*.toml"):
+        assert f"guard/_shipped/events/{sheet.name}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "guard = guard.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

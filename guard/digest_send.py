@@ -1,0 +1,172 @@
+"""Building, journalling and sending the coordinator's digest (the daemon's and ``guard digest``'s).
+
+    queue rows above the watermark ──► digest.build ──► render ──► journal intent ──► SMTP ──► journal sent
+                                                                                               (watermark moves)
+
+A digest left as ``intent`` by a crash or a failed send is sent again, same
+bytes and Message-ID, before a new one is built (see guard.digest_journal).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from . import digest as dg
+from . import digest_journal as dj
+from .errors import PermanentIOError, TransientIOError
+from .journal import Journal
+from .paths import shipped
+from .render import Identity, Renderer, _address, _alternative, _base
+
+log = logging.getLogger("guard.digest")
+
+TEMPLATE = "digest"
+
+
+def schedule_of(settings) -> dg.Schedule:
+    d = settings.digest
+    return dg.Schedule(tuple(d.times), d.timezone, tuple(sorted(set(d.weekdays))))
+
+
+def options_of(settings) -> dg.Options:
+    d = settings.digest
+    return dg.Options(advisory_threshold=d.advisory_threshold, advisory_window=timedelta(hours=d.advisory_hours),
+                      similarity=d.similarity, review_folder=settings.daemon.folders.review)
+
+
+def _institute(settings) -> dict:
+    i = settings.institute
+    return {"name": i.name, "short_name": i.short_name, "events_address": i.events_address, "website": i.website,
+            "scam_warning_url": i.scam_warning_url}
+
+
+@dataclass
+class Rendered:
+    subject: str
+    text: str
+    html: str
+    raw: bytes
+    message_id: str
+    data: dg.DigestData
+
+
+def render_digest(settings, renderer: Renderer, data: dg.DigestData, *, now: datetime, message_id: str) -> Rendered:
+    """The digest as (subject, text, html) and as ready-to-send bytes. Pure apart from reading templates."""
+    ctx = dg.template_context(data, institute=_institute(settings),
+                              coordinator={"name": settings.institute.coordinator.name,
+                                           "address": settings.institute.coordinator.address},
+                              event_names=[e.name for e in settings.events])
+    subject, text, html = renderer.render(TEMPLATE, ctx, None)
+    ident = Identity.from_settings(settings)
+    m = _base(ident, to=_address(ident.coordinator_name, ident.coordinator_address), subject=subject, now=now,
+              message_id=message_id, auto="auto-generated")
+    _alternative(m, text, html, message_id)
+    return Rendered(subject, text, html, m.as_bytes(), message_id, data)
+
+
+class DigestService:
+    """Sends the digest when it is due; ``send_now`` for ``guard digest --now``."""
+
+    def __init__(self, settings, journal: Journal, mailer, renderer: Renderer, *, clock, mode: str = "live") -> None:
+        self.settings = settings
+        self.journal = journal
+        self.mailer = mailer
+        if TEMPLATE not in renderer.templates():  # a site template directory without a digest: the shipped one
+            renderer = Renderer(shipped("templates"), renderer.default_language)
+        self.renderer = renderer
+        self.clock = clock
+        self.mode = mode
+        self.schedule = schedule_of(settings)
+        self.options = options_of(settings)
+
+    def check(self) -> None:
+        """Render an empty digest once (start-up): a broken template fails now, not at 08:00."""
+        import jinja2
+
+        from .errors import ConfigError
+
+        now = self.clock()
+        try:
+            render_digest(self.settings, self.renderer, dg.build([], dg.Period(None, now, self.schedule.tz)),
+                          now=now, message_id="<check@guard.invalid>")
+        except jinja2.TemplateError as exc:
+            raise ConfigError(f"{self.renderer.root}: digest template: {type(exc).__name__}: {exc}") from None
+
+    # -- when --------------------------------------------------------------------------------
+    def reference(self) -> datetime:
+        """The last digest sent, or (before the first) when guard first started sending digests."""
+        last = dj.last_sent(self.journal)
+        if last is not None:
+            return last
+        since = dj.state_setdefault(self.journal, "digest.since", str(self.clock().timestamp()))
+        return datetime.fromtimestamp(float(since), timezone.utc)
+
+    def due(self) -> datetime:
+        return dg.next_due(self.reference(), self.clock(), self.schedule)
+
+    def seconds_until_due(self) -> float | None:
+        if not self.settings.digest.enabled or self.mode == "dry-run":
+            return None
+        if dj.pending_digest(self.journal) is not None:
+            return 60.0  # a digest whose send failed: retried at the next wake-up, at least every minute
+        return max(0.0, (self.due() - self.clock()).total_seconds())
+
+    async def maybe_send(self) -> bool:
+        """Send the digest if it is due (or one is pending from before); True when one went out."""
+        if not self.settings.digest.enabled or self.mode == "dry-run":
+            return False
+        if dj.pending_digest(self.journal) is None and self.due() > self.clock():
+            return False
+        return await self.send_now()
+
+    # -- what ---------------------------------------------------------------------------------
+    def preview(self) -> Rendered:
+        """The digest that would go out now (nothing journalled, nothing sent)."""
+        now = self.clock()
+        data = self._data(dj.watermark(self.journal), dj.queue_top(self.journal), now)
+        return render_digest(self.settings, self.renderer, data, now=now, message_id=self._message_id())
+
+    def _data(self, after: int, upto: int, now: datetime) -> dg.DigestData:
+        period = dg.Period(dj.last_sent(self.journal), now, self.schedule.tz)
+        return dg.build(dj.records(self.journal, after, upto), period, self.options)
+
+    def _message_id(self) -> str:
+        domain = self.settings.institute.events_address.rpartition("@")[2]
+        return f"<guard.digest.{secrets.token_hex(8)}@{domain}>"
+
+    async def send_now(self) -> bool:
+        """Resend a pending digest, else build, journal and send a new one. True when one was sent."""
+        row = dj.pending_digest(self.journal)
+        if row is None:
+            now = self.clock()
+            after, upto = dj.watermark(self.journal), dj.queue_top(self.journal)
+            data = self._data(after, upto, now)
+            if data.empty and not self.settings.digest.send_empty:
+                log.info("digest due but nothing to report: none sent")
+                # count it as sent so the schedule moves on; nothing is covered (upto = watermark)
+                row = dj.digest_intent(self.journal, upto=after, period_start=data.period.start, period_end=now,
+                                       recipient="", envelope_from="", message_id="", raw=b"", now=now)
+                dj.digest_sent(self.journal, row.id, now)
+                return False
+            r = render_digest(self.settings, self.renderer, data, now=now, message_id=self._message_id())
+            row = dj.digest_intent(self.journal, upto=upto, period_start=data.period.start, period_end=now,
+                                   recipient=self.settings.institute.coordinator.address,
+                                   envelope_from=self.settings.institute.events_address, message_id=r.message_id,
+                                   raw=r.raw, now=now)
+        else:
+            log.warning("digest %s (Message-ID %s) was not journalled as sent: sending it again", row.id,
+                        row.message_id)
+        try:
+            await self.mailer.send(row.raw, row.envelope_from, [row.recipient])
+        except (TransientIOError, PermanentIOError) as exc:
+            dj.digest_error(self.journal, row.id, str(exc))
+            log.warning("digest %s not sent (%s); it is retried at the next wake-up", row.id, exc)
+            return False
+        dj.digest_sent(self.journal, row.id, self.clock())
+        log.info("digest %s sent to the coordinator (queue rows up to %s, Message-ID %s)", row.id, row.upto,
+                 row.message_id)
+        return True
+

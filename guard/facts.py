@@ -1,0 +1,276 @@
+"""Event fact sheets: ``events/*.toml`` (one event per file), and which event a message is about.
+
+A fact sheet is a TOML file with the keys of an ``[[events]]`` entry in the
+configuration (:class:`guard.settings.Event`), at the top level::
+
+    id = "mfml-2026"
+    name = "Mathematical Foundations of Machine Learning: PDEs, Probability, and Dynamics"
+    aliases = ["MFML 2026", "mfml2026"]
+    start = 2026-01-07
+    end = 2026-01-09
+    venue = "Centre de Recerca Matemàtica, Auditorium, Bellaterra"
+    url = "https://www.crm.cat/..."
+    official_domains = ["crm.cat"]
+    protected_names = ["mfml2026"]     # must not appear inside a foreign domain
+    registration = "..."               # or a table per language: { en = "...", es = "...", ca = "..." }
+    lodging = "..."
+    [coordinator]
+    name = "..."
+    address = "..."
+
+The configuration names the directories with ``events_dirs`` (``"shipped"`` is
+guard's own ``events/``; relative paths are relative to the configuration
+file). Sheets are validated when the configuration is loaded; a bad sheet is a
+:class:`~guard.errors.ConfigError` naming the file, the key and the reason.
+Events in the configuration win over a sheet with the same id.
+
+:func:`detect_event` is pure: which of the known events a message is about,
+from the names, aliases and dates it mentions (its own text, its subject and
+any forwarded message), or None.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from pydantic import ValidationError
+
+from .errors import ConfigError
+from .textutil import fold
+
+SHIPPED = "shipped"
+
+
+# -- loading -----------------------------------------------------------------------------
+
+
+def load_fact_sheet(path: Path):
+    """One validated :class:`~guard.settings.Event` from a TOML file (ConfigError naming file, key, reason)."""
+    from .settings import Event
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return Event.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{path}: {key}: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def resolve_dir(entry: str, config_file: Path | None) -> Path:
+    if entry == SHIPPED:
+        from .paths import shipped
+
+        return shipped("events")
+    p = Path(entry).expanduser()
+    if not p.is_absolute() and config_file is not None:
+        p = config_file.resolve().parent / p
+    return p
+
+
+def load_fact_sheets(directories: Iterable[Path]) -> list:
+    """Every ``*.toml`` in the directories, sorted by file name; ids must be unique across them."""
+    events, seen, errors = [], {}, []
+    for d in directories:
+        if not d.is_dir():
+            raise ConfigError(f"{d}: events_dirs: directory of event fact sheets not found")
+        for f in sorted(d.glob("*.toml")):
+            try:
+                e = load_fact_sheet(f)
+            except ConfigError as exc:
+                errors.append(str(exc))
+                continue
+            if e.id in seen:
+                errors.append(f"{f}: id: event id {e.id!r} is also used by {seen[e.id]}")
+                continue
+            seen[e.id] = f
+            events.append(e)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return events
+
+
+def merge_events(configured: Sequence, sheets: Sequence) -> list:
+    """The configuration's events first, then the sheets whose id the configuration does not use."""
+    ids = {e.id for e in configured}
+    return [*configured, *(e for e in sheets if e.id not in ids)]
+
+
+# -- which event a message is about ------------------------------------------------------
+
+_MONTHS = {
+    1: "january jan enero ene gener gen janvier janv gennaio januar",
+    2: "february feb febrero febr febrer fevrier fevr febbraio februar",
+    3: "march mar marzo marc mars",
+    4: "april apr abril avril aprile",
+    5: "may mayo maig mai maggio",
+    6: "june jun junio juny juin giugno juni",
+    7: "july jul julio juliol juillet luglio juli",
+    8: "august aug agosto agost aout",
+    9: "september sep sept septiembre setiembre setembre septembre settembre",
+    10: "october oct octubre octobre ottobre oktober",
+    11: "november nov noviembre novembre",
+    12: "december dec diciembre desembre decembre dicembre dezember",
+}
+_MONTH_OF = {w: n for n, words in _MONTHS.items() for w in words.split()}
+_MONTH_RE = "|".join(sorted(_MONTH_OF, key=len, reverse=True))
+_YEAR = r"((?:19|20)\d\d)"
+_DATE_PATTERNS = (
+    # 2026-01-07
+    (re.compile(r"(?<!\d)" + _YEAR + r"-(\d{1,2})-(\d{1,2})(?!\d)"), ("y", "m", "d")),
+    # June 29, 2025 / june 29th
+    (re.compile(r"\b(" + _MONTH_RE + r")\.?\s+(\d{1,2})(?:st|nd|rd|th)?\b(?:,?\s+" + _YEAR + r")?"), ("M", "d", "y")),
+    # 29 June 2025 / 22 de enero de 2026 / 4 d'agost / 15th of June
+    (re.compile(r"(?<!\d)(\d{1,2})(?:st|nd|rd|th|er|o|º)?\s+(?:of\s+|de\s+|d')?(" + _MONTH_RE + r")\b\.?"
+                r"(?:,?\s+(?:de\s+|del\s+)?" + _YEAR + r")?"), ("d", "M", "y")),
+    # 07/01/2026 or 7.1.2026 (day first; month first tried as well)
+    (re.compile(r"(?<![\d/.])(\d{1,2})[/.](\d{1,2})[/.]" + _YEAR + r"(?![\d/.])"), ("d", "m", "y")),
+)
+
+
+def mentioned_dates(text: str) -> list[tuple[int | None, int, int]]:
+    """(year or None, month, day) of every date written in the text (several languages)."""
+    folded = fold(text)
+    out: list[tuple[int | None, int, int]] = []
+    for pattern, roles in _DATE_PATTERNS:
+        for m in pattern.finditer(folded):
+            v = dict(zip(roles, m.groups()))
+            year = int(v["y"]) if v.get("y") else None
+            month = _MONTH_OF[v["M"]] if "M" in v else int(v["m"])
+            day = int(v["d"])
+            candidates = [(month, day)]
+            if roles == ("d", "m", "y"):
+                candidates.append((day, month))  # 01/07/2026 could be month first
+            for mo, d in candidates:
+                if 1 <= mo <= 12 and 1 <= d <= 31:
+                    out.append((year, mo, d))
+    return out
+
+
+def _in_event(event, date: tuple[int | None, int, int]) -> bool:
+    if event.start is None:
+        return False
+    end = event.end or event.start
+    year, month, day = date
+    years = [year] if year is not None else list(range(event.start.year, end.year + 1))
+    for y in years:
+        try:
+            d = dt.date(y, month, day)
+        except ValueError:
+            continue
+        if event.start <= d <= end:
+            return True
+    return False
+
+
+def _phrase(text: str, phrase: str) -> bool:
+    p = fold(phrase)
+    if len(p) < 3:
+        return False
+    return re.search(r"(?<![a-z0-9])" + re.escape(p) + r"(?![a-z0-9])", text) is not None
+
+
+def event_score(event, text: str, dates: Sequence[tuple[int | None, int, int]]) -> int:
+    """3 for the full name, 2 for an alias (or the id), 1 for a date inside the event's dates."""
+    folded = fold(text)
+    score = 0
+    if _phrase(folded, event.name):
+        score += 3
+    elif any(_phrase(folded, a) for a in (*event.aliases, event.id)):
+        score += 2
+    if any(_in_event(event, d) for d in dates):
+        score += 1
+    return score
+
+
+def message_text(msg) -> str:
+    """What detection reads: the subject and own text, and the same of any forwarded message."""
+    parts = [msg.subject or "", msg.text or ""]
+    for inner in getattr(msg, "forwarded", ()) or ():
+        parts += [inner.subject or "", inner.text or ""]
+    return "\n".join(parts)
+
+
+def detect_event(events: Sequence, msg=None, *, text: str | None = None):
+    """The event a message (or a text) is about, or None when none or several fit equally. Pure."""
+    if not events:
+        return None
+    if text is None:
+        text = message_text(msg) if msg is not None else ""
+    dates = mentioned_dates(text)
+    scored = sorted(((event_score(e, text, dates), i) for i, e in enumerate(events)), reverse=True)
+    best, i = scored[0]
+    if best <= 0 or (len(scored) > 1 and scored[1][0] == best):
+        return None
+    return events[i]
+
+
+def find_event(events: Sequence, event_id: str):
+    for e in events:
+        if e.id == event_id:
+            return e
+    return None
+
+
+# -- presenting an event in a language ---------------------------------------------------
+
+MONTH_NAMES = {
+    "en": "January February March April May June July August September October November December".split(),
+    "es": "enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre diciembre".split(),
+    "ca": "gener febrer març abril maig juny juliol agost setembre octubre novembre desembre".split(),
+}
+
+
+def _ca_month(month: int) -> str:
+    name = MONTH_NAMES["ca"][month - 1]
+    return ("d'" if name[0] in "aeiou" else "de ") + name
+
+
+def format_dates(start: dt.date | None, end: dt.date | None, language: str = "en") -> str:
+    """"7–9 January 2026" / "del 7 al 9 de enero de 2026" / "del 7 al 9 de gener de 2026"; "" without dates."""
+    if start is None:
+        return ""
+    end = end or start
+    lang = language if language in MONTH_NAMES else "en"
+    names = MONTH_NAMES[lang]
+    if lang == "en":
+        one = lambda d, y=True: f"{d.day} {names[d.month - 1]}" + (f" {d.year}" if y else "")  # noqa: E731
+        if start == end:
+            return one(start)
+        if (start.year, start.month) == (end.year, end.month):
+            return f"{start.day}–{end.day} {names[end.month - 1]} {end.year}"
+        return f"{one(start, start.year != end.year)} – {one(end)}"
+    if lang == "es":
+        one = lambda d, y=True: f"{d.day} de {names[d.month - 1]}" + (f" de {d.year}" if y else "")  # noqa: E731
+        if start == end:
+            return one(start)
+        if (start.year, start.month) == (end.year, end.month):
+            return f"del {start.day} al {end.day} de {names[end.month - 1]} de {end.year}"
+        return f"del {one(start, start.year != end.year)} al {one(end)}"
+    # Catalan: de l'1 / de l'11, a l'1 / a l'11; d'abril, d'agost, d'octubre
+    de = lambda d: "de l'" if d.day in (1, 11) else "del "  # noqa: E731
+    a = lambda d: "a l'" if d.day in (1, 11) else "al "  # noqa: E731
+    one = lambda d, y=True: f"{d.day} {_ca_month(d.month)}" + (f" de {d.year}" if y else "")  # noqa: E731
+    if start == end:
+        return one(start)
+    if (start.year, start.month) == (end.year, end.month):
+        return f"{de(start)}{start.day} {a(end)}{end.day} {_ca_month(end.month)} de {end.year}"
+    return f"{de(start)}{one(start, start.year != end.year)} {a(end)}{one(end)}"
+
+
+def localised(value, language: str) -> str | None:
+    """A fact that is a string, or a table per language: the language's, else English, else the first."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.get(language) or value.get("en") or next(iter(value.values()), None)
