@@ -14,15 +14,83 @@ _URLS = re.compile(r"\S+@\S+|https?://\S+|www\.\S+")
 
 @functools.lru_cache(maxsize=1)
 def _identifier():
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
-    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    ident.set_languages(list(LANGUAGES))
-    # set_languages keeps the unrestricted model to allow a later reset; guard never resets,
-    # and dropping it frees about 28 MB (RSS budget: 150 MB with the scam model loaded)
-    if hasattr(ident, "_full_model"):
-        ident._full_model = None
-    return ident
+    try:
+        return _load_restricted(LanguageIdentifier, MODEL_DIR / MODEL_FILE, LANGUAGES)
+    except Exception:  # an unexpected model layout: the library's own (hungrier) loader
+        ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        ident.set_languages(list(LANGUAGES))
+        if hasattr(ident, "_full_model"):
+            ident._full_model = None
+        return ident
+
+
+def _load_restricted(identifier_cls, path, languages):
+    """Load py3langid's model keeping only ``languages``, streaming the big arrays.
+
+    The library's loader holds the full feature x language table (142 languages)
+    and two copies of the tokenizer table at once: about 110 MB for a moment, which
+    alone breaks guard's 150 MB budget. Here the npz (layout documented in
+    ``py3langid.modelio``: ptc, pc, classes, nextmove, nextmove_row, out_feat) is
+    read member by member from a temporary file, the feature table row-chunk by
+    row-chunk with only our languages' columns kept, and the tokenizer table
+    straight into the stdlib array the identifier uses.
+    """
+    import lzma
+    import shutil
+    import tempfile
+    import zipfile
+    from array import array
+
+    import numpy as np
+
+    typecodes = {2: "H", 4: "I", 8: "L"}
+
+    def header(f):
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        if fortran:
+            raise ValueError("Fortran-ordered array")
+        return shape, dtype
+
+    with tempfile.TemporaryFile(suffix=".npz") as tmp:
+        with lzma.open(path) as src:
+            shutil.copyfileobj(src, tmp, length=1 << 20)
+        tmp.seek(0)
+        with zipfile.ZipFile(tmp) as z:
+            small = {}
+            for name in ("pc", "classes", "nextmove_row", "out_feat"):
+                with z.open(name + ".npy") as f:
+                    small[name] = np.lib.format.read_array(f, allow_pickle=False)
+            classes = small["classes"].tolist()
+            keep = [i for i, c in enumerate(classes) if c in set(languages)]
+            with z.open("ptc.npy") as f:
+                (rows, cols), dtype = header(f)
+                if cols != len(classes):
+                    raise ValueError("ptc does not match classes")
+                parts, step = [], 8192
+                for start in range(0, rows, step):
+                    n = min(step, rows - start)
+                    chunk = np.frombuffer(f.read(n * cols * dtype.itemsize), dtype=dtype).reshape(n, cols)
+                    parts.append(chunk[:, keep].copy())
+                ptc = np.concatenate(parts)
+            with z.open("nextmove.npy") as f:
+                (count,), dtype = header(f)
+                nextmove = array(typecodes[dtype.itemsize])
+                remaining = count
+                while remaining:
+                    n = min(remaining, 1 << 20)
+                    nextmove.frombytes(f.read(n * dtype.itemsize))
+                    remaining -= n
+    row = small["nextmove_row"]
+    tk_row = array(typecodes[row.dtype.itemsize])
+    tk_row.frombytes(np.ascontiguousarray(row).tobytes())
+    return identifier_cls(
+        ptc, small["pc"][keep], [classes[i] for i in keep], nextmove, small["out_feat"].tolist(),
+        norm_probs=True, tk_row=tk_row,
+    )
 
 
 def preload() -> None:
