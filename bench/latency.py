@@ -24,7 +24,6 @@ import os
 import shutil
 import signal
 import smtplib
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,22 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _stack import free_ports  # noqa: E402 - bench/ is on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = "events@crm.cat"
 COORDINATOR = "nhernandez@crm.cat"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def inquiry(i: int) -> bytes:

@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from _stack import free_ports  # noqa: E402 - bench/ is on sys.path when run as a script
+
 SA_USER = "debian-spamd"
 RS_USER = "_rspamd"
 
@@ -71,19 +73,6 @@ class Scan:
     threshold: float
     action: str = ""
     error: str | None = None
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_port(port: int, seconds: float) -> None:
