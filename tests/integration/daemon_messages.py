@@ -8,6 +8,20 @@ import time
 EVENTS = "events@crm.cat"
 COORDINATOR = "nhernandez@crm.cat"
 PARTICIPANT = "participant@example.org"
+
+#: the [institute] part of every integration-test configuration
+INSTITUTE_TOML = f"""[institute]
+name = "Centre de Recerca Matemàtica"
+short_name = "CRM"
+official_domains = ["crm.cat"]
+events_address = "{EVENTS}"
+website = "https://www.crm.cat"
+scam_warning_url = "https://www.crm.cat/scam-warning"
+code_of_conduct_url = "https://www.crm.cat/code-of-conduct"
+[institute.coordinator]
+name = "Núria Hernández"
+address = "{COORDINATOR}"
+"""
 SCAMMER = "housing@travellerpoint.example"
 
 _seq = itertools.count(1)

@@ -23,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from daemon_messages import COORDINATOR, EVENTS, PARTICIPANT, inquiry
+from daemon_messages import COORDINATOR, EVENTS, INSTITUTE_TOML, PARTICIPANT, inquiry
+from stack_module import integration_conftest
 
 from guard import oauth
 from guard.cli import main as guard_main
@@ -37,22 +38,9 @@ from guard.settings import ImapSettings, OAuth2Settings, SmtpSettings
 pytestmark = pytest.mark.integration
 
 
-def _integration_conftest():
-    """tests/integration/conftest.py as a module of its own (the name "conftest" is ambiguous when
-    unit and integration tests run in one session)."""
-    import importlib.util
-    import sys
-
-    name = "guard_integration_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod  # dataclasses look their module up while the class is made
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
 
 
-_cf = _integration_conftest()
+_cf = integration_conftest()
 MailStack, _free_ports, _missing_prerequisite = _cf.MailStack, _cf._free_ports, _cf._missing_prerequisite
 
 HERE = Path(__file__).resolve().parent
@@ -236,18 +224,7 @@ token_url = "{endpoint.url}"
 """
     config = tmp_path / "guard.toml"
     config.write_text(f"""
-[institute]
-name = "Centre de Recerca Matemàtica"
-short_name = "CRM"
-official_domains = ["crm.cat"]
-events_address = "{EVENTS}"
-website = "https://www.crm.cat"
-scam_warning_url = "https://www.crm.cat/scam-warning"
-code_of_conduct_url = "https://www.crm.cat/code-of-conduct"
-[institute.coordinator]
-name = "Núria Hernández"
-address = "{COORDINATOR}"
-
+{INSTITUTE_TOML}
 [imap]
 host = "127.0.0.1"
 port = {stack.imap_port}

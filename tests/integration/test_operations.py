@@ -15,27 +15,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from daemon_messages import COORDINATOR, EVENTS, PARTICIPANT, inquiry, scam
+from daemon_messages import COORDINATOR, EVENTS, INSTITUTE_TOML, PARTICIPANT, inquiry, scam
+from stack_module import integration_conftest
 
 pytestmark = pytest.mark.integration
 
 
-def _integration_conftest():
-    """tests/integration/conftest.py as a module of its own (the name "conftest" is ambiguous when
-    unit and integration tests run in one session)."""
-    import importlib.util
-    import sys
-
-    name = "guard_integration_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod  # dataclasses look their module up while the class is made
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
 
 
-_free_ports = _integration_conftest()._free_ports
+_free_ports = integration_conftest()._free_ports
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -89,18 +77,7 @@ timeout_seconds = 10
 
     config = tmp_path / "guard.toml"
     config.write_text(f"""
-[institute]
-name = "Centre de Recerca Matemàtica"
-short_name = "CRM"
-official_domains = ["crm.cat"]
-events_address = "{EVENTS}"
-website = "https://www.crm.cat"
-scam_warning_url = "https://www.crm.cat/scam-warning"
-code_of_conduct_url = "https://www.crm.cat/code-of-conduct"
-[institute.coordinator]
-name = "Núria Hernández"
-address = "{COORDINATOR}"
-{account("events", EVENTS, good_pw)}
+{INSTITUTE_TOML}{account("events", EVENTS, good_pw)}
 {account("alice", "alice@example.org", bad_pw)}
 [smtp]
 host = "127.0.0.1"
