@@ -3,7 +3,9 @@
 ``--preview`` (the default) prints the digest that would go out now -- text, or
 HTML with ``--html`` -- and changes nothing. ``--now`` builds, journals and sends
 it to the coordinator at once (advancing the watermark, like a scheduled one);
-a digest left unsent by an earlier run is sent first.
+a digest left unsent by an earlier run is sent first. When the daemon is sending
+the digest at that very moment, ``--now`` sends nothing (one digest, not two)
+and says so, with exit status 0.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ def cmd_digest(args) -> int:
         svc = DigestService(settings, journal, mailer, renderer, clock=utc_now)
         if args.now:
             sent = asyncio.run(svc.send_now())
+            if not sent and svc.busy is not None:
+                # the daemon (or another --now) holds the digest claim: it is sending this digest now
+                print("digest not sent: another guard process (%s, pid %s) is sending it right now" % svc.busy,
+                      file=sys.stderr)
+                return 0
             print("digest sent to the coordinator" if sent else "digest not sent (see the log)", file=sys.stderr)
             return 0 if sent else 1
         r = svc.preview()

@@ -5,12 +5,24 @@
 
 A digest left as ``intent`` by a crash or a failed send is sent again, same
 bytes and Message-ID, before a new one is built (see guard.digest_journal).
+
+Two senders on one journal (the daemon's scheduled digest and ``guard digest
+--now``, or two daemons by mistake) never both send: a sender first **claims**
+the digest in one ``BEGIN IMMEDIATE`` transaction (table ``digest_claims``, one
+row, a lease naming the process), then decides -- inside the claim, from the
+journal as it is now -- whether a digest is still due, builds, journals and
+sends it, and releases the claim. Whoever finds the claim held by a live sender
+does nothing. A claim left by a process that died is taken over once its lease
+has run out, or at once when its process is gone from this host.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import socket
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -24,6 +36,84 @@ from .render import Identity, Renderer, _address, _alternative, _base
 log = logging.getLogger("guard.digest")
 
 TEMPLATE = "digest"
+
+#: how long a claim holds at most (a send is bounded by the SMTP and token timeouts, well below this)
+CLAIM_LEASE_SECONDS = 900.0
+
+_CLAIMS_SQL = ("CREATE TABLE IF NOT EXISTS digest_claims (slot TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+               "host TEXT NOT NULL, pid INTEGER NOT NULL, claimed REAL NOT NULL, until REAL NOT NULL)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+class DigestClaim:
+    """The right to send the digest: one row in ``digest_claims``, taken in a BEGIN IMMEDIATE
+    transaction so that of two processes racing for it exactly one gets it."""
+
+    SLOT = "send"
+
+    def __init__(self, journal: Journal, now: datetime, lease: float = CLAIM_LEASE_SECONDS) -> None:
+        self.journal = journal
+        self.owner = secrets.token_hex(8)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.now = now
+        self.lease = lease
+        self.holder: tuple[str, int] | None = None  # (host, pid) of the other sender when not acquired
+
+    def _tx(self):
+        db: sqlite3.Connection = self.journal.db
+
+        class Tx:
+            def __enter__(self_):
+                db.execute("BEGIN IMMEDIATE")
+                return db
+
+            def __exit__(self_, exc_type, exc, tb):
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+                return False
+
+        return Tx()
+
+    def acquire(self) -> bool:
+        now = self.now.timestamp()
+        with self._tx() as db:
+            db.execute(_CLAIMS_SQL)
+            row = db.execute("SELECT owner, host, pid, until FROM digest_claims WHERE slot=?", (self.SLOT,)).fetchone()
+            if row is not None:
+                owner, host, pid, until = row[0], row[1], row[2], row[3]
+                stale = until <= now or (host == self.host and pid != self.pid and not _pid_alive(pid))
+                if not stale:
+                    self.holder = (host, pid)
+                    return False
+                log.warning("digest claim of %s (pid %s) is stale: taking it over", host, pid)
+            db.execute("INSERT OR REPLACE INTO digest_claims (slot, owner, host, pid, claimed, until) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (self.SLOT, self.owner, self.host, self.pid, now, now + self.lease))
+        return True
+
+    def held_elsewhere(self) -> bool:
+        """True when another live sender holds the claim now (read only; no claim taken)."""
+        try:
+            row = self.journal.db.execute("SELECT owner, host, pid, until FROM digest_claims WHERE slot=?",
+                                          (self.SLOT,)).fetchone()
+        except sqlite3.OperationalError:  # no claim was ever taken on this journal
+            return False
+        if row is None or row[0] == self.owner:
+            return False
+        return not (row[3] <= self.now.timestamp() or (row[1] == self.host and row[2] != self.pid
+                                                        and not _pid_alive(row[2])))
+
+    def release(self) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM digest_claims WHERE slot=? AND owner=?", (self.SLOT, self.owner))
 
 
 def schedule_of(settings) -> dg.Schedule:
@@ -81,6 +171,7 @@ class DigestService:
         self.mode = mode
         self.schedule = schedule_of(settings)
         self.options = options_of(settings)
+        self.busy: tuple[str, int] | None = None  # set by send_now when another process held the claim
 
     def check(self) -> None:
         """Render an empty digest once (start-up): a broken template fails now, not at 08:00."""
@@ -110,6 +201,8 @@ class DigestService:
     def seconds_until_due(self) -> float | None:
         if not self.settings.digest.enabled or self.mode == "dry-run":
             return None
+        if DigestClaim(self.journal, self.clock()).held_elsewhere():
+            return 10.0  # another process is sending it: look again in a while, not in a busy loop
         if dj.pending_digest(self.journal) is not None:
             return 60.0  # a digest whose send failed: retried at the next wake-up, at least every minute
         return max(0.0, (self.due() - self.clock()).total_seconds())
@@ -120,7 +213,7 @@ class DigestService:
             return False
         if dj.pending_digest(self.journal) is None and self.due() > self.clock():
             return False
-        return await self.send_now()
+        return await self.send_now(only_if_due=True)
 
     # -- what ---------------------------------------------------------------------------------
     def preview(self) -> Rendered:
@@ -137,8 +230,30 @@ class DigestService:
         domain = self.settings.institute.events_address.rpartition("@")[2]
         return f"<guard.digest.{secrets.token_hex(8)}@{domain}>"
 
-    async def send_now(self) -> bool:
-        """Resend a pending digest, else build, journal and send a new one. True when one was sent."""
+    async def send_now(self, *, only_if_due: bool = False) -> bool:
+        """Resend a pending digest, else build, journal and send a new one. True when one was sent.
+
+        Under the digest claim: when another process holds it (it is sending the digest right now),
+        nothing is sent and ``self.busy`` tells who. With ``only_if_due`` (the schedule) the digest
+        is sent only when it is still due once the claim is held: a digest another process sent in
+        the meantime (``guard digest --now``) counts for this period."""
+        self.busy = None
+        claim = DigestClaim(self.journal, self.clock())
+        if not claim.acquire():
+            self.busy = claim.holder
+            log.log(logging.INFO if only_if_due else logging.WARNING,
+                    "the digest is being sent by another guard process (%s, pid %s): not sending it twice",
+                    *claim.holder)
+            return False
+        try:
+            if only_if_due and dj.pending_digest(self.journal) is None and self.due() > self.clock():
+                log.info("digest no longer due: another guard process sent it")
+                return False
+            return await self._send_claimed()
+        finally:
+            claim.release()
+
+    async def _send_claimed(self) -> bool:
         row = dj.pending_digest(self.journal)
         if row is None:
             now = self.clock()
