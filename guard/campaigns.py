@@ -20,6 +20,8 @@ import re
 import struct
 from typing import Sequence
 
+import numpy as np
+
 from .textutil import fold
 
 NUM_HASHES = 64
@@ -50,23 +52,68 @@ def normalise(subject: str, body: str) -> list[str]:
     return _WORD.findall(fold(text))
 
 
-def _shingles(words: list[str]) -> set[int]:
+def _grams(words: list[str]) -> list[str]:
     if not words:
-        return set()
+        return []
     if len(words) < SHINGLE:
-        grams = [" ".join(words)]
-    else:
-        grams = [" ".join(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)]
-    return {int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "big") for g in grams}
+        return [" ".join(words)]
+    return [" ".join(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)]
+
+
+# -- the signature, vectorised -----------------------------------------------------------------
+#
+# h(x) = ((a*x + b) mod p) & 0xFFFFFFFF with p = 2**61 - 1, a in [1, p), b in [0, p) and 64-bit x,
+# computed exactly in uint64 (the product a*x needs up to 125 bits, so it is never formed):
+# x is first reduced mod p (same residue), then with a = ah*2**32 + al and x = xh*2**32 + xl
+# (ah, xh < 2**29; al, xl < 2**32) and 2**61 = 1 (mod p), 2**64 = 8 (mod p):
+#     a*x = ah*xh*2**64 + (ah*xl + al*xh)*2**32 + al*xl
+#         = 8*ah*xh  +  (mid >> 29) + (mid & (2**29-1))*2**32  +  (lo & p) + (lo >> 61)   (mod p)
+# where mid = ah*xl + al*xh < 2**62 and lo = al*xl < 2**64. Every term is below 2**61 + 2**33, so
+# with b the sum stays below 2**64; one Mersenne fold and one conditional subtraction give the
+# residue in [0, p). tests/unit/test_campaigns.py checks it against the plain Python formula.
+
+_U64 = np.uint64
+_P = _U64(_PRIME)
+_LO32 = _U64(0xFFFFFFFF)
+_LO29 = _U64((1 << 29) - 1)
+_A = np.array([a for a, _ in _PARAMS], dtype=np.uint64)[:, None]
+_B = np.array([b for _, b in _PARAMS], dtype=np.uint64)[:, None]
+_AH, _AL = _A >> _U64(32), _A & _LO32
+_CHUNK = 2048  # shingles per block (bounds the temporaries at NUM_HASHES x _CHUNK x 8 bytes each)
+
+
+def _mod_p(v: np.ndarray) -> np.ndarray:
+    """v mod p for v < 2**64 (uint64): one Mersenne fold (< 2p), then at most one subtraction
+    (v - p wraps around to a huge value when v < p, so the minimum picks the right one)."""
+    v = (v & _P) + (v >> _U64(61))
+    return np.minimum(v, v - _P)
+
+
+def _signature(xs: np.ndarray) -> np.ndarray:
+    """The NUM_HASHES minima of h_i over the 64-bit shingle hashes ``xs`` (uint64, not empty)."""
+    sig = None
+    for start in range(0, len(xs), _CHUNK):
+        x = _mod_p(xs[start:start + _CHUNK])[None, :]
+        xh, xl = x >> _U64(32), x & _LO32
+        mid = _AH * xl + _AL * xh
+        s = ((_AH * xh) << _U64(3)) + (mid >> _U64(29)) + ((mid & _LO29) << _U64(32))
+        lo = _AL * xl
+        s += (lo & _P) + (lo >> _U64(61)) + _B
+        m = (_mod_p(s) & _LO32).min(axis=1)
+        sig = m if sig is None else np.minimum(sig, m)
+    return sig
 
 
 def fingerprint(subject: str, body: str) -> str:
     """The MinHash signature of a message's normalised text, as hex ("" for an empty text)."""
-    sh = _shingles(normalise(subject, body))
-    if not sh:
+    grams = _grams(normalise(subject, body))
+    if not grams:
         return ""
-    sig = [min(((a * x + b) % _PRIME) & _MASK for x in sh) for a, b in _PARAMS]
-    return struct.pack(f">{NUM_HASHES}I", *sig).hex()
+    # the shingles' 64-bit hashes, big-endian as int.from_bytes(..., "big") reads them; duplicates
+    # do not change a minimum, so no set is needed
+    digests = b"".join([hashlib.blake2b(g.encode(), digest_size=8).digest() for g in grams])
+    xs = np.frombuffer(digests, dtype=">u8").astype(np.uint64)
+    return _signature(xs).astype(">u4").tobytes().hex()
 
 
 def _unpack(fp: str) -> tuple[int, ...] | None:
