@@ -34,6 +34,15 @@ log = logging.getLogger("guard.accounts")
 Reloader = Callable[[], tuple[GuardSettings, object]]
 
 
+def no_startup_signal() -> int | None:
+    return None
+
+
+#: the SIGTERM/SIGINT ``guard run`` received during start-up, before :meth:`Supervisor.main`
+#: installed its handlers (set by guard/cli_daemon.py; None: none)
+startup_signal: Callable[[], int | None] = no_startup_signal
+
+
 def account_name(settings: GuardSettings) -> str:
     return settings.daemon.account or (settings.imap.username if settings.imap else "?")
 
@@ -181,6 +190,11 @@ class Supervisor:
 
     async def main(self) -> int:
         self.install_signal_handlers()
+        early = startup_signal()
+        if early is not None:  # SIGTERM while the watchers were being built: stop before any mail
+            log.info("%s received during start-up: start-up abandoned, no mail processed", signal.Signals(early).name)
+            self.journal.close()
+            return 0
         names = ", ".join(f"{w.settings.imap.mailbox} of {w.settings.imap.describe()}" for w in self.watchers
                           if w.settings.imap is not None)
         log.info("guard %s: watching %s (%s)", "once" if self.once else "daemon", names or "?", self.mode)

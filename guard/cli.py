@@ -115,8 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cli_daemon import early_signals, early_signals_parsed
+
+    early_signals(sys.argv[1:] if argv is None else list(argv))  # guard run: SIGTERM during start-up
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BaseException:  # --help, a usage error (SystemExit): not a run
+        early_signals_parsed(None)
+        raise
+    early_signals_parsed(args.command)
     try:
         return args.func(args)
     except GuardError as exc:

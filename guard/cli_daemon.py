@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -12,6 +14,75 @@ from pathlib import Path
 from .errors import ConfigError
 
 DEMO_MARKER = ".guard-demo"
+
+log = logging.getLogger("guard.run")
+
+
+class StartupAbandoned(BaseException):
+    """A second SIGTERM/SIGINT during start-up: stop the step in progress (nothing is written yet)."""
+
+
+class StartupSignals:
+    """SIGTERM and SIGINT from the moment ``guard run`` starts until the daemon's own handlers
+    take over (guard/accounts.py): recorded instead of killing the process, so start-up -- the
+    configuration, the model, the templates -- is abandoned cleanly at the next step, exit status 0,
+    no mail processed. A second signal interrupts the step in progress at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> "StartupSignals":
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # pragma: no cover - not the main thread (an embedding caller)
+                pass
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        if self.received is not None:
+            raise StartupAbandoned(signum)
+        self.received = signum  # nothing else here: logging from a signal handler can deadlock
+
+    def requested(self) -> int | None:
+        return self.received
+
+    def abandon(self, step: str) -> bool:
+        """True (and one log line) when a signal came before or during ``step``."""
+        if self.received is None:
+            return False
+        log.info("%s received during start-up (%s): start-up abandoned, no mail processed",
+                 signal.Signals(self.received).name, step)
+        return True
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            if signal.getsignal(sig) == self._handler:
+                signal.signal(sig, previous)
+
+
+_EARLY: StartupSignals | None = None
+
+
+def early_signals(argv: list[str]) -> None:
+    """guard.cli.main, before it even builds the parser: when this may be ``guard run``, start
+    recording SIGTERM/SIGINT now (the imports and parsing take a while on a slow host)."""
+    global _EARLY
+    if "run" in argv and _EARLY is None:
+        _EARLY = StartupSignals().install()
+
+
+def early_signals_parsed(command: str | None) -> None:
+    """After parsing: not ``guard run`` after all -- the usual handlers back, a signal re-raised."""
+    global _EARLY
+    if _EARLY is not None and command != "run":
+        early, _EARLY = _EARLY, None
+        early.restore()
+        if early.received is not None:
+            signal.raise_signal(early.received)
 
 
 def add_commands(sub) -> None:
@@ -62,14 +133,35 @@ def _classifier(settings, no_model: bool):
 
 
 def cmd_run(args) -> int:
+    # first of all: a SIGTERM while the model loads must not kill guard with -15 (systemd, podman)
+    global _EARLY
+    early, _EARLY = _EARLY or StartupSignals().install(), None
+    try:
+        return _run(args, early)
+    except StartupAbandoned as exc:
+        log.info("%s received again during start-up: start-up abandoned, no mail processed",
+                 signal.Signals(exc.args[0]).name)
+        return 0
+    finally:
+        early.restore()
+
+
+def _run(args, early: StartupSignals) -> int:
     from . import daemon
     from .settings import load_settings
 
     setup_logging(args.log_level or "INFO", args.log_format or "text")
+    log.debug("guard run: starting")
+    if early.abandon("starting"):
+        return 0
     settings = load_settings(args.config)
     setup_logging(args.log_level or settings.logging.level, args.log_format or settings.logging.format)
+    if early.abandon("reading the configuration"):
+        return 0
     mode = "dry-run" if args.dry_run else "shadow" if args.shadow else settings.daemon.mode
     classifier = _classifier(settings, args.no_model)
+    if early.abandon("loading the rules and the model"):
+        return 0
     model = getattr(classifier, "model", None)
 
     def reloader():
@@ -79,7 +171,14 @@ def cmd_run(args) -> int:
         new = load_settings(args.config)
         return new, build_classifier(new, model=model)
 
-    return daemon.run(settings, classifier, mode=mode, once=args.once, reloader=reloader)
+    from . import accounts
+
+    # a signal from here until the event loop's handlers are installed: the supervisor sees it
+    accounts.startup_signal = early.requested
+    try:
+        return daemon.run(settings, classifier, mode=mode, once=args.once, reloader=reloader)
+    finally:
+        accounts.startup_signal = accounts.no_startup_signal
 
 
 def _prepare_workdir(workdir: Path | None) -> Path:
