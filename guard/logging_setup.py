@@ -7,8 +7,8 @@ secrets. As a second line of defence a filter masks anything that looks like a p
 number (13-19 digits passing the Luhn check) or a ``password=``/``token=``/``Bearer`` secret
 in every record, whatever logger it comes from. Identifiers stay traceable: digits inside a
 Message-ID-like token (``<...@...>``), inside a longer identifier or path, or as the value of an
-identifier key (``uid=``, ``size=``, ``...-id=``) are never masked. Protocol loggers that echo LOGIN or AUTH lines
-(imapclient, imaplib, aiosmtplib) are kept at WARNING.
+identifier key (``uid=``, ``size=``, ``...-id=``) are never masked. Protocol loggers that echo
+LOGIN or AUTH lines (imapclient, imaplib, aiosmtplib) are kept at WARNING.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ QUIET = ("imapclient", "imaplib", "aiosmtplib", "msal", "urllib3")
 # by letters, ``_``, ``.``, ``@``, ``/``, ``+`` or ``-``: a path, a dotted id, a timestamp suffix); and
 # the value of an identifier key (``uid=``, ``message_id:``, ``size=`` ...). Everywhere else a
 # Luhn-valid 13-19 digit number is masked, also when more digits follow it (``4111 ... 1111 123``).
-_MSGID = re.compile(r"<[^<>\s@]+@[^<>\s]+>"
-                    r"|(?<![A-Za-z0-9!#$%'*+/?^_`{|}~.-])[A-Za-z0-9!#$%'*+/?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_ATEXT = "A-Za-z0-9!#$%'*+/?^_`{|}~.-"  # RFC 5322 atext and dots, without "=" and "&" (key=value&...)
+_MSGID = re.compile(rf"<[^<>\s@]+@[^<>\s]+>|(?<![{_ATEXT}])[{_ATEXT}]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _RUN = re.compile(r"[0-9](?:[ -]?[0-9])*")
 _GROUP = re.compile(r"[0-9]+")
 _KEY = re.compile(r"([A-Za-z][\w.-]*)[ \t]*[=:][ \t]*\Z")
