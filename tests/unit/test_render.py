@@ -233,3 +233,41 @@ def test_mask_original_leaves_identifier_headers_alone():
     out = mask_original(raw)
     assert f"<{digits}.49@mail.example>".encode() in out and f"<{digits}@x.example>".encode() in out
     assert b"4111 1111 1111 1111" not in out
+
+
+def _minimal_templates(d, text: str = "{{ institute.name }}") -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    for name in ("inquiry_ack", "report_verdict", "report_paid", "forward_summary", "coordinator_alert",
+                 "breaker_alert"):
+        (d / f"{name}.txt.j2").write_text(f"Subject: x\n{text}\n{{% include '_footer.txt.j2' %}}")
+        (d / f"{name}.html.j2").write_text(f"<p>{text}</p>")
+    (d / "_footer.txt.j2").write_text("-- footer v1\n")
+
+
+def test_templates_edited_on_disk_under_a_running_renderer_change_nothing(tmp_path):
+    """The templates are read at construction (start-up or SIGHUP, then checked): editing, adding or
+    deleting a file afterwards does not reach the running renderer (no UndefinedError half-way)."""
+    from guard.render import _sample_context
+
+    _minimal_templates(tmp_path / "en")
+    r = Renderer(tmp_path)
+    r.check()
+    ctx = _sample_context()
+    before = r.render("inquiry_ack", ctx)
+    assert before[0] == "x" and "Sample Institute" in before[1] and "footer v1" in before[1]
+    # an edit using a variable the renderer does not give, a changed include, a deleted template,
+    # a new language: none of it is seen until a new Renderer is built
+    (tmp_path / "en" / "inquiry_ack.txt.j2").write_text("Subject: y\n{{ no_such_variable }}\n")
+    (tmp_path / "en" / "_footer.txt.j2").write_text("-- footer v2 {{ nor_this }}\n")
+    (tmp_path / "en" / "report_paid.html.j2").unlink()
+    _minimal_templates(tmp_path / "es", "hola")
+    assert r.render("inquiry_ack", ctx) == before
+    assert "footer v1" in r.render("report_verdict", ctx)[1]  # first rendered after the edit: the loaded version
+    assert "report_paid" in r.templates() and r.render("report_paid", ctx)[2] == "<p>Sample Institute</p>"
+    assert r.languages() == ["en"] and r.pick_language("es") == "en"
+    r.check()
+    # a new renderer (what a restart or SIGHUP builds) sees the new files, and its check refuses them
+    fresh = Renderer(tmp_path)
+    assert "report_paid" not in fresh.templates() and fresh.languages() == ["en", "es"]
+    with pytest.raises(ConfigError, match="no_such_variable|report_paid"):
+        fresh.check()
