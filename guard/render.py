@@ -43,6 +43,7 @@ import email.utils
 import hashlib
 import io
 import re
+import weakref
 from dataclasses import dataclass, field
 from dataclasses import replace as _replace
 from datetime import datetime
@@ -320,19 +321,22 @@ def _person(addr) -> dict:
             "display": clean_header(str(addr), 200)}
 
 
-#: (events, message, event) of the last detection: the reply and the forward (or alert) of one
-#: message ask for the same one. Held strongly, so an ``is`` match cannot be a recycled id; both
-#: are immutable (frozen dataclasses, tuples).
+#: (events, weak reference to the message, event) of the last detection: the reply and the forward
+#: (or alert) of one message ask for the same one. Both are immutable (frozen dataclasses, tuples);
+#: the weak reference keeps no message alive, and a dead one matches nothing.
 _last_event: tuple | None = None
 
 
 def _detect_event(events: tuple, msg: ParsedMessage):
     global _last_event
     last = _last_event
-    if last is not None and last[0] is events and last[1] is msg:
+    if last is not None and last[0] is events and last[1]() is msg:
         return last[2]
     event = facts.detect_event(events, msg)
-    _last_event = (events, msg, event)
+    try:
+        _last_event = (events, weakref.ref(msg), event)
+    except TypeError:  # not weak-referenceable (a stand-in object): no memo
+        _last_event = None
     return event
 
 

@@ -245,3 +245,15 @@ def test_the_event_memo_follows_the_message():
             want = facts.detect_event(ident.events, m)
             assert (got and got["id"]) == (want and want.id)
     assert context_for(msgs[0], VERDICTS[0], replace(ident, events=()))["event"] is None
+
+
+def test_the_event_memo_keeps_no_message_alive():
+    import gc
+    import weakref
+
+    msg = parse(b"From: pat@example.org\r\nTo: events@crm.cat\r\nSubject: Hi\r\n\r\n" + b"long text " * 10000)
+    context_for(msg, VERDICTS[0], IDENTS[0])
+    ref = weakref.ref(msg)
+    del msg
+    gc.collect()
+    assert ref() is None
