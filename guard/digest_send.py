@@ -252,6 +252,17 @@ class DigestService:
             return await self._send_claimed()
         finally:
             claim.release()
+            await self._close_mailer()
+
+    async def _close_mailer(self) -> None:
+        """QUIT the SMTP connection the digest used: nothing is left open until the next batch."""
+        close = getattr(self.mailer, "close", None)
+        if close is None:
+            return
+        try:
+            await close()
+        except Exception as exc:  # the digest is journalled already; a failed QUIT changes nothing
+            log.debug("closing the SMTP connection after the digest: %s", exc)
 
     async def _send_claimed(self) -> bool:
         row = dj.pending_digest(self.journal)

@@ -183,3 +183,21 @@ def test_the_daemon_waits_calmly_while_another_process_sends(tmp_path):
         assert svc.seconds_until_due() == 0.0 and asyncio.run(svc.maybe_send())
     finally:
         j.close()
+
+
+def test_the_mailer_connection_is_closed_after_the_digest(tmp_path):
+    """SmtpMailer keeps its connection for a batch; the digest (and ``guard digest --now``) closes it."""
+    path = make_journal(tmp_path / "journal.sqlite3")
+
+    class ClosingMailer(CountingMailer):
+        closed = 0
+
+        async def close(self):
+            self.closed += 1
+
+    mailer = ClosingMailer(delay=0)
+    svc = service(path, mailer, DUE)
+    try:
+        assert asyncio.run(svc.send_now()) and len(mailer.sent) == 1 and mailer.closed == 1
+    finally:
+        svc.journal.close()
