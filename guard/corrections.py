@@ -43,11 +43,10 @@ from . import digest_journal as dj
 from . import domains
 from .errors import PermanentIOError, TransientIOError
 from .journal import Journal, Key, Outgoing
-from .mailbox import Fetched, ImapMailbox
+from .mailbox import Fetched, ImapMailbox, fetched_from
 from .message import parse
 from .pipeline import prepare, reply_recipient
 from .policy import Action, Plan, decide
-from .reply_gate import ReplyHistory
 
 log = logging.getLogger("guard.corrections")
 
@@ -158,19 +157,10 @@ class ImapFolders:
                 todo = [u for u in uids if want(uidvalidity, u)]
                 out = []
                 if todo:
-                    data = await mb._call(lambda: client.fetch(todo, ["INTERNALDATE", f"BODY.PEEK[]<0.{limit}>"]))
-                    for uid in todo:
-                        item = data.get(uid) or {}
-                        raw = next((v for k, v in item.items() if isinstance(k, bytes) and k.startswith(b"BODY[]")),
-                                   None)
-                        if raw is None:
-                            continue
-                        arrived = item.get(b"INTERNALDATE")
-                        if isinstance(arrived, datetime) and arrived.tzinfo is None:
-                            from datetime import timezone
-
-                            arrived = arrived.replace(tzinfo=timezone.utc)
-                        out.append(Fetched(uid, bytes(raw), arrived, len(raw)))
+                    data = await mb._call(lambda: client.fetch(todo, ["RFC822.SIZE", "INTERNALDATE",
+                                                                      f"BODY.PEEK[]<0.{limit}>"]))
+                    by_uid = fetched_from(data, todo)
+                    out = [by_uid[u] for u in todo if u in by_uid]
             finally:
                 if mb._client is not None:
                     await mb._call(lambda: client.select_folder(mb.mailbox))
@@ -185,13 +175,7 @@ class ImapFolders:
             try:
                 if uid not in await mb._call(lambda: client.search(["UID", str(uid)])):
                     return False
-                if b"MOVE" in mb.capabilities:
-                    await mb._call(lambda: client.move([uid], dst))
-                else:
-                    await mb._call(lambda: client.copy([uid], dst))
-                    await mb._call(lambda: client.add_flags([uid], [b"\\Deleted"], silent=True))
-                    if b"UIDPLUS" in mb.capabilities:
-                        await mb._call(lambda: client.uid_expunge([uid]))
+                await mb.move_selected([uid], dst)
             finally:
                 if mb._client is not None:
                     await mb._call(lambda: client.select_folder(mb.mailbox))
@@ -290,7 +274,7 @@ class CorrectionWatcher:
             sends = decide(ex.policy, as_inquiry).sends
             plan = Plan(f"released:{decide(ex.policy, as_inquiry).row}", (*sends, Action("move", folder="routed")))
             recipient = reply_recipient(msg)
-            histories = self._histories(recipient, plan, now)
+            histories = ex.reply_histories(recipient, plan, now, self.account, ex.mailbox.mailbox)
             decision = prepare(f.raw, msg, as_inquiry, plan, env=ex.env, now=now, arrived=f.arrived,
                                histories=histories, breaker_alert_due=False, token=secrets.token_hex(8))
 
@@ -308,7 +292,8 @@ class CorrectionWatcher:
                      entry or "(no sender)")
             row = self.journal.by_id(row.id)
         if row.state == "decided":
-            if not await self._send_pending(row):
+            pending, _ = await ex.send_outbox(row)
+            if pending:
                 return  # a send waits for a retry: the message stays in the folder until then
             if not await self.folders.move(folder, f.uid, row.folder or self.settings.daemon.folders.routed):
                 log.info("%s UID %s was gone before the move", folder, f.uid)
@@ -316,44 +301,4 @@ class CorrectionWatcher:
         dj.record_label(self.journal, account=self.account, folder=folder, uidvalidity=uidvalidity, uid=f.uid,
                         message_id=msg.message_id, sender=sender, label="genuine", entry=None, path=None,
                         message=row.id, state="done", now=self.clock())
-
-    def _histories(self, recipient: str, plan: Plan, now: datetime) -> dict[str, ReplyHistory]:
-        from datetime import timedelta
-
-        ex = self.executor
-        main = ex.mailbox.mailbox
-        state = self.journal.mailbox_state(self.account, main, now)
-        last_hour = self.journal.replies_since(now - timedelta(hours=1))
-        return {a.template: ReplyHistory(
-            last_same=self.journal.last_reply(recipient, a.template) if recipient else None, last_hour=last_hour,
-            first_start=state.first_start, uidvalidity_reset=state.uidvalidity_reset)
-            for a in plan.sends if a.do == "reply"}
-
-    async def _send_pending(self, row) -> bool:
-        """Send the row's unsent outbox entries; False when one must wait for a retry."""
-        ex = self.executor
-        ok = True
-        for ob in self.journal.outbox(row.id):
-            if ob.state in ("sent", "failed"):
-                continue
-            now = self.clock()
-            if ob.next_attempt > now:
-                ok = False
-                continue
-            self.journal.mark_sending(ob.id, now)
-            try:
-                await ex.mailer.send(ob.raw, ob.envelope_from, [ob.recipient])
-            except TransientIOError as exc:
-                delay = ex.retry.delay(ob.attempts + 1, ex.rng())
-                from datetime import timedelta
-
-                self.journal.mark_retry(ob.id, str(exc), self.clock() + timedelta(seconds=delay))
-                ok = False
-                continue
-            except PermanentIOError as exc:
-                self.journal.mark_failed(ob.id, str(exc))
-                continue
-            self.journal.mark_sent(ob.id, self.clock())
-        return ok
-
 

@@ -97,7 +97,8 @@ class Daemon:
         retry = RetryPolicy(smtp.retry_initial_seconds, smtp.retry_max_seconds, smtp.max_attempts) if smtp else RetryPolicy()
         self.executor = Executor(journal=journal, mailbox=mailbox, mailer=mailer, classifier=classifier, policy=policy,
                                  env=build_env(settings, renderer, mode), max_attempts=d.max_attempts, retry=retry,
-                                 clock=clock, rng=rng, stop=self.stop)
+                                 clock=clock, rng=rng, stop=self.stop, batch_size=d.batch_size,
+                                 batch_bytes=d.batch_bytes)
         imap = settings.imap
         self.backoff = Backoff(imap.reconnect_initial_seconds, imap.reconnect_max_seconds) if imap else Backoff()
         self.idle_seconds = imap.idle_seconds if imap else 60.0
@@ -140,7 +141,7 @@ class Daemon:
                     self.executor.opened(uidvalidity)
                     self.connected_once.set()
                     n = await self.executor.reconcile()
-                    await self.learning.tick()
+                    await self._tick()
                     if attempt:
                         log.info("reconnected after %s attempt(s)", attempt)
                     attempt = 0
@@ -164,6 +165,7 @@ class Daemon:
                         pass
             return 0
         finally:
+            await self.executor.mailer.close()
             await self.mailbox.close()
             counts = self.journal.counts()
             log.info("stopped; journal: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "empty")
@@ -181,7 +183,14 @@ class Daemon:
             if why == "stopped":
                 return
             await self.executor.reconcile()
+            await self._tick()
+
+    async def _tick(self) -> None:
+        """Corrections and the digest; then QUIT the SMTP connection kept for the batch."""
+        try:
             await self.learning.tick()
+        finally:
+            await self.executor.mailer.close()
 
 
 def run(settings: GuardSettings, classifier, *, mode: str = "live", once: bool = False, reloader=None) -> int:

@@ -160,14 +160,17 @@ class ObservedMailbox:
     async def uids_after(self, uid):
         return await self._watched(self._inner.uids_after(uid))
 
-    async def fetch(self, uid):
-        return await self._watched(self._inner.fetch(uid))
+    async def sizes(self, uids):
+        return await self._watched(self._inner.sizes(uids))
 
-    async def move(self, uid, folder):
-        return await self._watched(self._inner.move(uid, folder))
+    async def fetch_many(self, uids):
+        return await self._watched(self._inner.fetch_many(uids))
 
-    async def flag(self, uid):
-        return await self._watched(self._inner.flag(uid))
+    async def move_many(self, uids, folder):
+        return await self._watched(self._inner.move_many(uids, folder))
+
+    async def flag_many(self, uids):
+        return await self._watched(self._inner.flag_many(uids))
 
     async def wait(self, timeout, stop):
         why = await self._watched(self._inner.wait(timeout, stop))
@@ -177,33 +180,35 @@ class ObservedMailbox:
 
 
 def instrument(executor, registry: Registry = REGISTRY) -> None:
-    """Wrap ``executor.process``: latency histogram, messages by category, replies sent/suppressed."""
-    inner = executor.process
+    """Wrap ``executor.process_batch``: processing time per message (the batch's time shared out),
+    messages by category, replies sent/suppressed, errors."""
+    inner = executor.process_batch
     account = executor.mailbox.account
 
-    async def process(uid: int):
+    async def process_batch(uids):
         t0 = time.perf_counter()
         try:
-            out = await inner(uid)
+            results = await inner(uids)
         except (TransientIOError, PermanentIOError):
             registry.inc("guard_errors_total", account=account, kind="io")
             raise
-        if out is None:
-            return out
-        registry.observe("guard_processing_seconds", time.perf_counter() - t0, account=account)
-        if out.state == "error":
-            registry.inc("guard_errors_total", account=account, kind="processing")
-        elif out.state == "poison":
-            registry.inc("guard_errors_total", account=account, kind="poison")
-        if out.category:
-            registry.inc("guard_messages_total", account=account, category=out.category)
-        for sent in out.sent:
-            registry.inc("guard_replies_sent_total", account=account, kind=sent.split(":", 1)[0])
-        for reason in suppressed_reasons(out.suppressed):
-            registry.inc("guard_replies_suppressed_total", account=account, reason=reason)
-        return out
+        outs = [o for o in results.values() if o is not None]
+        share = (time.perf_counter() - t0) / max(1, len(outs))
+        for out in outs:
+            registry.observe("guard_processing_seconds", share, account=account)
+            if out.state == "error":
+                registry.inc("guard_errors_total", account=account, kind="processing")
+            elif out.state == "poison":
+                registry.inc("guard_errors_total", account=account, kind="poison")
+            if out.category:
+                registry.inc("guard_messages_total", account=account, category=out.category)
+            for sent in out.sent:
+                registry.inc("guard_replies_sent_total", account=account, kind=sent.split(":", 1)[0])
+            for reason in suppressed_reasons(out.suppressed):
+                registry.inc("guard_replies_suppressed_total", account=account, reason=reason)
+        return results
 
-    executor.process = process
+    executor.process_batch = process_batch
 
 
 # -- the HTTP endpoint ---------------------------------------------------------------------

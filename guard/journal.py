@@ -13,10 +13,17 @@ It is what makes guard restartable at any instant:
   that keeps failing (or keeps crashing guard) becomes ``poison``.
 * **outbox**: the rendered bytes of every reply, forward and alert, written in
   the same transaction as the decision (the *intent*). States ``intent`` ->
-  ``sending`` -> ``sent``, or ``failed`` (permanent, surfaced). A row left in
-  ``sending`` by a crash is ambiguous: it is sent again with the same bytes and
-  Message-ID (never lose one; the window is between the server's 250 reply and
-  the next commit).
+  ``sending`` -> ``sent``, or ``failed`` (permanent, surfaced). ``sending`` is
+  committed at the *commit point* of the SMTP transaction, immediately before the
+  message text and its final dot are written to the server (see
+  :class:`guard.mailer.SmtpMailer`): from then on the server may have the
+  message. A row left in ``sending`` by a crash of guard is therefore taken as
+  sent (``sent`` with the note "unconfirmed", logged and shown in the digest),
+  never sent again: the dot was already handed to the kernel, which delivers it
+  after the process dies, and the server then queues the message. The only
+  window where a reply can be lost is between that commit and the write (a few
+  microseconds, no await in between). A lost *connection* after the dot is
+  different: the server may have died, so that is retried as RFC 5321 asks.
 * **replies**: every automatic reply committed to be sent, for the reply gate's
   per-sender window and the hourly circuit breaker.
 * **mailboxes**: UIDVALIDITY, the first start and the last UIDVALIDITY reset.
@@ -232,6 +239,10 @@ class Outgoing:
     history_as: str | None = None
 
 
+#: the note on an outbox row that was at its commit point when guard stopped (see the module doc)
+UNCONFIRMED = "unconfirmed: guard stopped after handing the message to the SMTP server, before its answer"
+
+
 class Journal:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -266,6 +277,11 @@ class Journal:
         return self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
 
     def _tx(self):
+        return _Transaction(self.db)
+
+    def transaction(self):
+        """One transaction around several journal calls (one commit, one fsync): a batch of
+        messages. The journal's own methods nest inside it as savepoints."""
         return _Transaction(self.db)
 
     def close(self) -> None:
@@ -418,25 +434,32 @@ class Journal:
     def outbox(self, row_id: int) -> list[OutboxRow]:
         return [self._outbox(r) for r in self.db.execute("SELECT * FROM outbox WHERE message=? ORDER BY seq", (row_id,))]
 
-    def mark_sending(self, outbox_id: int, now: datetime) -> bool:
-        """Returns True when the row was left in ``sending`` by an earlier run (an ambiguous resend)."""
+    def mark_sending(self, outbox_id: int, now: datetime) -> None:
+        """The commit point: the message is about to be handed to the SMTP server (see the module doc)."""
         with self._tx():
-            prev = self.db.execute("SELECT state FROM outbox WHERE id=?", (outbox_id,)).fetchone()[0]
-            self.db.execute("UPDATE outbox SET state='sending', attempts=attempts+1 WHERE id=?", (outbox_id,))
-        return prev == "sending"
+            self.db.execute("UPDATE outbox SET state='sending' WHERE id=?", (outbox_id,))
+
+    def mark_unconfirmed(self, outbox_id: int, now: datetime) -> None:
+        """A ``sending`` row found after a crash: taken as sent, never sent twice (see the module doc)."""
+        with self._tx():
+            self.db.execute("UPDATE outbox SET state='sent', sent=?, last_error=? WHERE id=? AND state='sending'",
+                            (_ts(now), UNCONFIRMED, outbox_id))
 
     def mark_sent(self, outbox_id: int, now: datetime) -> None:
         with self._tx():
-            self.db.execute("UPDATE outbox SET state='sent', sent=?, last_error=NULL WHERE id=?", (_ts(now), outbox_id))
+            self.db.execute("UPDATE outbox SET state='sent', sent=?, last_error=NULL, attempts=attempts+1 WHERE id=?",
+                            (_ts(now), outbox_id))
 
     def mark_retry(self, outbox_id: int, error: str, next_attempt: datetime) -> None:
         with self._tx():
-            self.db.execute("UPDATE outbox SET state='intent', last_error=?, next_attempt=? WHERE id=?",
+            self.db.execute("UPDATE outbox SET state='intent', last_error=?, next_attempt=?, attempts=attempts+1 "
+                            "WHERE id=?",
                             (error[:500], _ts(next_attempt), outbox_id))
 
     def mark_failed(self, outbox_id: int, error: str) -> None:
         with self._tx():
-            self.db.execute("UPDATE outbox SET state='failed', last_error=? WHERE id=?", (error[:500], outbox_id))
+            self.db.execute("UPDATE outbox SET state='failed', last_error=?, attempts=attempts+1 WHERE id=?",
+                            (error[:500], outbox_id))
             # a reply that never went out does not count against the window or the breaker
             self.db.execute("DELETE FROM replies WHERE outbox=?", (outbox_id,))
 
@@ -465,17 +488,23 @@ class Journal:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error)."""
+    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error); inside an open transaction, a savepoint."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.nested = False
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        self.nested = self.db.in_transaction
+        self.db.execute("SAVEPOINT inner" if self.nested else "BEGIN IMMEDIATE")
         return self.db
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
+        if self.nested:
+            if exc_type is not None:
+                self.db.execute("ROLLBACK TO inner")
+            self.db.execute("RELEASE inner")
+        elif exc_type is None:
             self.db.execute("COMMIT")
         else:
             self.db.execute("ROLLBACK")

@@ -4,10 +4,15 @@ Both offer the same small async interface used by the executor and the daemon:
 
     uidvalidity = await mb.open()          # connect, log in, select; folders created
     uids = await mb.uids_after(last_uid)   # UID SEARCH reconciliation
-    fetched = await mb.fetch(uid)          # bytes + arrival time, \\Seen untouched
-    await mb.flag(uid); await mb.move(uid, "Guard/Quarantine")
+    sizes = await mb.sizes(uids)           # RFC822.SIZE, to bound a batch's bytes
+    fetched = await mb.fetch_many(uids)    # {uid: bytes + arrival time}, \\Seen untouched
+    await mb.flag_many(uids); moved = await mb.move_many(uids, "Guard/Quarantine")
     why = await mb.wait(timeout, stop)     # IDLE (or a poll interval): "changed", "timeout", "stopped"
     await mb.close()
+
+Every call takes a batch of UIDs and is one IMAP command (two for a move: the
+UID SEARCH that tells which are still there, then UID MOVE), so a backlog costs
+a few round trips per batch, not per message.
 
 IMAP specifics: every blocking imapclient call runs in ``asyncio.to_thread``,
 one at a time (a lock), so the event loop never blocks. TLS is implicit or
@@ -65,9 +70,10 @@ class Mailbox(Protocol):
     async def open(self) -> int: ...
     async def close(self) -> None: ...
     async def uids_after(self, uid: int) -> list[int]: ...
-    async def fetch(self, uid: int) -> Fetched | None: ...
-    async def move(self, uid: int, folder: str) -> bool: ...
-    async def flag(self, uid: int) -> None: ...
+    async def sizes(self, uids: list[int]) -> dict[int, int]: ...
+    async def fetch_many(self, uids: list[int]) -> dict[int, Fetched]: ...
+    async def move_many(self, uids: list[int], folder: str) -> set[int]: ...
+    async def flag_many(self, uids: list[int]) -> None: ...
     async def wait(self, timeout: float, stop: asyncio.Event) -> str: ...
 
 
@@ -229,51 +235,72 @@ class ImapMailbox:
             found = await self._call(lambda: client.search(["UID", f"{uid + 1}:*"]))
         return sorted(u for u in found if u > uid)
 
+    async def sizes(self, uids: list[int]) -> dict[int, int]:
+        """RFC822.SIZE of each UID still in the mailbox (one FETCH)."""
+        if not uids:
+            return {}
+        async with self._lock:
+            client = self._client
+            data = await self._call(lambda: client.fetch(sorted(uids), ["RFC822.SIZE"]))
+        return {u: int(item.get(b"RFC822.SIZE", 0)) for u, item in data.items() if u in set(uids)}
+
     async def fetch(self, uid: int) -> Fetched | None:
+        return (await self.fetch_many([uid])).get(uid)
+
+    async def fetch_many(self, uids: list[int]) -> dict[int, Fetched]:
+        """The messages still in the mailbox among ``uids``, each read up to ``max_message_bytes``,
+        in one FETCH (\\Seen untouched: BODY.PEEK)."""
+        if not uids:
+            return {}
         limit = self.s.max_message_bytes
         async with self._lock:
             client = self._client
-            data = await self._call(lambda: client.fetch([uid], ["RFC822.SIZE", "INTERNALDATE", f"BODY.PEEK[]<0.{limit}>"]))
-        item = data.get(uid)
-        if item is None:
-            return None
-        raw = None
-        for k, v in item.items():
-            if isinstance(k, bytes) and k.startswith(b"BODY[]"):
-                raw = v
-        if raw is None:
-            return None
-        size = int(item.get(b"RFC822.SIZE", len(raw)))
-        arrived = item.get(b"INTERNALDATE")
-        if isinstance(arrived, datetime) and arrived.tzinfo is None:
-            arrived = arrived.replace(tzinfo=timezone.utc)
-        return Fetched(uid, bytes(raw), arrived, size, truncated=size > len(raw))
+            data = await self._call(
+                lambda: client.fetch(sorted(uids), ["RFC822.SIZE", "INTERNALDATE", f"BODY.PEEK[]<0.{limit}>"]))
+        return fetched_from(data, uids)
 
     # -- writing -----------------------------------------------------------------------
     async def flag(self, uid: int) -> None:
+        await self.flag_many([uid])
+
+    async def flag_many(self, uids: list[int]) -> None:
+        if not uids:
+            return
         async with self._lock:
             client = self._client
-            await self._call(lambda: client.add_flags([uid], [FLAGGED], silent=True))
+            await self._call(lambda: client.add_flags(_uid_set(uids), [FLAGGED], silent=True))
 
     async def move(self, uid: int, folder: str) -> bool:
         """Move one message; False when it is no longer in the mailbox."""
+        return uid in await self.move_many([uid], folder)
+
+    async def move_many(self, uids: list[int], folder: str) -> set[int]:
+        """Move the messages to ``folder`` (one command); returns the UIDs that were still there."""
+        if not uids:
+            return set()
         target = self.folder_name(folder)
         async with self._lock:
             client = self._client
-            still_there = await self._call(lambda: client.search(["UID", str(uid)]))
-            if uid not in still_there:
-                return False
-            if b"MOVE" in self._caps:
-                await self._call(lambda: client.move([uid], target))
-            else:
-                await self._call(lambda: client.copy([uid], target))
-                await self._call(lambda: client.add_flags([uid], [DELETED], silent=True))
-                if b"UIDPLUS" in self._caps:
-                    await self._call(lambda: client.uid_expunge([uid]))
-                else:
-                    log.warning("server has neither MOVE nor UIDPLUS: UID %s copied to %s and flagged \\Deleted, "
-                                "not expunged (guard never expunges other messages)", uid, target)
-        return True
+            present = set(await self._call(lambda: client.search(["UID", _uid_set(uids)]))) & set(uids)
+            if present:
+                await self.move_selected(present, target)
+        return present
+
+    async def move_selected(self, uids: set[int] | list[int], target: str) -> None:
+        """UID MOVE (or COPY + STORE \\Deleted + UID EXPUNGE of exactly these UIDs) from the selected
+        folder; the caller holds the lock and knows the UIDs are there."""
+        client = self._client
+        todo = _uid_set(list(uids))
+        if b"MOVE" in self._caps:
+            await self._call(lambda: client.move(todo, target))
+            return
+        await self._call(lambda: client.copy(todo, target))
+        await self._call(lambda: client.add_flags(todo, [DELETED], silent=True))
+        if b"UIDPLUS" in self._caps:
+            await self._call(lambda: client.uid_expunge(todo))
+        else:
+            log.warning("server has neither MOVE nor UIDPLUS: %s message(s) copied to %s and flagged \\Deleted, "
+                        "not expunged (guard never expunges other messages)", len(uids), target)
 
     # -- waiting -----------------------------------------------------------------------
     async def wait(self, timeout: float, stop: asyncio.Event) -> str:
@@ -329,6 +356,40 @@ def _is_change(resp) -> bool:
 
 def _is_bye(resp) -> bool:
     return isinstance(resp, tuple) and len(resp) >= 1 and resp[0] == b"BYE"
+
+
+def fetched_from(data: dict, uids: list[int]) -> dict[int, Fetched]:
+    """imapclient's FETCH answer (RFC822.SIZE, INTERNALDATE, BODY[]) as :class:`Fetched` per asked UID;
+    unsolicited FETCH responses (another client's flag change) are ignored."""
+    wanted = set(uids)
+    out = {}
+    for uid, item in data.items():
+        if uid not in wanted:
+            continue
+        raw = next((v for k, v in item.items() if isinstance(k, bytes) and k.startswith(b"BODY[]")), None)
+        if raw is None:
+            continue
+        size = int(item.get(b"RFC822.SIZE", len(raw)))
+        arrived = item.get(b"INTERNALDATE")
+        if isinstance(arrived, datetime) and arrived.tzinfo is None:
+            arrived = arrived.replace(tzinfo=timezone.utc)
+        out[uid] = Fetched(uid, bytes(raw), arrived, size, truncated=size > len(raw))
+    return out
+
+
+def _uid_set(uids: list[int]) -> str:
+    """An IMAP sequence set with ranges ("3:5,9"), so a batch stays one short command."""
+    out, run = [], []
+    for u in sorted(set(uids)):
+        if run and u == run[-1] + 1:
+            run.append(u)
+            continue
+        if run:
+            out.append(f"{run[0]}:{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [u]
+    if run:
+        out.append(f"{run[0]}:{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
 
 
 def _short(exc: BaseException) -> str:
@@ -401,34 +462,52 @@ class MaildirMailbox:
         _, by_uid = self._scan()
         return sorted(u for u in by_uid if u > uid)
 
-    async def fetch(self, uid: int) -> Fetched | None:
+    async def sizes(self, uids: list[int]) -> dict[int, int]:
         _, by_uid = self._scan()
-        p = by_uid.get(uid)
-        if p is None:
-            return None
-        raw = p.read_bytes()
-        return Fetched(uid, raw, datetime.fromtimestamp(p.stat().st_mtime, timezone.utc), len(raw))
+        return {u: by_uid[u].stat().st_size for u in uids if u in by_uid}
+
+    async def fetch(self, uid: int) -> Fetched | None:
+        return (await self.fetch_many([uid])).get(uid)
+
+    async def fetch_many(self, uids: list[int]) -> dict[int, Fetched]:
+        _, by_uid = self._scan()
+        out = {}
+        for uid in uids:
+            p = by_uid.get(uid)
+            if p is not None:
+                raw = p.read_bytes()
+                out[uid] = Fetched(uid, raw, datetime.fromtimestamp(p.stat().st_mtime, timezone.utc), len(raw))
+        return out
 
     async def flag(self, uid: int) -> None:
+        await self.flag_many([uid])
+
+    async def flag_many(self, uids: list[int]) -> None:
         _, by_uid = self._scan()
-        p = by_uid.get(uid)
-        if p is None:
-            return
-        base, _, info = p.name.partition(":2,")
-        flags = "".join(sorted(set(info) | {"F"}))
-        target = self.root / "cur" / f"{base}:2,{flags}"
-        os.replace(p, target)
+        for uid in uids:
+            p = by_uid.get(uid)
+            if p is None:
+                continue
+            base, _, info = p.name.partition(":2,")
+            flags = "".join(sorted(set(info) | {"F"}))
+            os.replace(p, self.root / "cur" / f"{base}:2,{flags}")
 
     async def move(self, uid: int, folder: str) -> bool:
+        return uid in await self.move_many([uid], folder)
+
+    async def move_many(self, uids: list[int], folder: str) -> set[int]:
         _, by_uid = self._scan()
-        p = by_uid.get(uid)
-        if p is None:
-            return False
         d = self.folder_dir(folder)
         self._make(d)
-        name = p.name if ":2," in p.name else p.name + ":2,"
-        shutil.move(str(p), str(d / "cur" / name))
-        return True
+        moved = set()
+        for uid in uids:
+            p = by_uid.get(uid)
+            if p is None:
+                continue
+            name = p.name if ":2," in p.name else p.name + ":2,"
+            shutil.move(str(p), str(d / "cur" / name))
+            moved.add(uid)
+        return moved
 
     async def wait(self, timeout: float, stop: asyncio.Event) -> str:
         try:

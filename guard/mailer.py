@@ -35,7 +35,9 @@ TokenProvider = Callable[[], str]
 
 
 class Mailer(Protocol):
-    async def send(self, raw: bytes, envelope_from: str, recipients: list[str]) -> str: ...
+    async def send(self, raw: bytes, envelope_from: str, recipients: list[str],
+                   on_commit: Callable[[], None] | None = None) -> str: ...
+    async def close(self) -> None: ...
 
 
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -84,57 +86,146 @@ def _server_text(exc: aiosmtplib.SMTPResponseException) -> str:
 
 
 class SmtpMailer:
+    """One SMTP connection, reused for consecutive sends (a batch) and closed by :meth:`close`.
+
+    ``on_commit`` (optional) is called once per message at its *commit point*: after the
+    server's 354 to DATA, synchronously, immediately before the message text and its final dot
+    are written. The executor journals ``sending`` there, so a crash of guard before that line
+    means "not sent" and after it "the server has it" (see :mod:`guard.journal`). A reused
+    connection that turns out dead before the commit point is replaced once, transparently.
+    """
+
+    #: QUIT and reconnect after this many messages on one connection (servers limit it too)
+    MAX_PER_CONNECTION = 100
+
     def __init__(self, settings, *, token_provider: TokenProvider | None = None) -> None:
         self.s = settings
         self.token_provider = token_provider or token_provider_from(settings)
         self._tls = tls_context(settings.ca_file) if settings.tls != "none" else None
+        self._client: aiosmtplib.SMTP | None = None
+        self._used = 0
+        self._lock = asyncio.Lock()
 
-    async def send(self, raw: bytes, envelope_from: str, recipients: list[str]) -> str:
-        s = self.s
-        kwargs = dict(hostname=s.host, port=s.effective_port(), timeout=s.timeout_seconds,
-                      use_tls=s.tls == "ssl", start_tls=True if s.tls == "starttls" else False,
-                      tls_context=self._tls, validate_certs=s.tls != "none")
-        client = aiosmtplib.SMTP(**kwargs)
-        try:
+    async def send(self, raw: bytes, envelope_from: str, recipients: list[str],
+                   on_commit: Callable[[], None] | None = None) -> str:
+        async with self._lock:
+            reused = self._client is not None
+            committed: list[bool] = []
+
+            def commit() -> None:
+                committed.append(True)
+                if on_commit is not None:
+                    on_commit()
+
             try:
-                await client.connect()
-            except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected,
-                    OSError) as exc:
-                raise TransientIOError(f"SMTP connect to {s.host}:{s.effective_port()}: {type(exc).__name__}") from None
-            except ssl.SSLError as exc:
-                raise PermanentIOError(f"SMTP TLS with {s.host}: {exc.reason or type(exc).__name__}") from None
-            except aiosmtplib.SMTPResponseException as exc:
-                raise _code_error(exc.code, f"greeting {_server_text(exc)}") from None
-            await self._login(client)
-            options = []
-            if not raw.isascii() and client.supports_extension("8bitmime"):
-                options.append("BODY=8BITMIME")
-            rcpt_options = ["NOTIFY=NEVER"] if envelope_from == "" and client.supports_extension("dsn") else []
-            try:
-                errors, reply = await client.sendmail(envelope_from, recipients, raw, mail_options=options,
-                                                      rcpt_options=rcpt_options)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                codes = [r.code for r in exc.recipients]
-                code = max(codes) if codes else 550
-                # every recipient refused: temporary if any refusal was temporary
-                if any(400 <= c < 500 for c in codes):
-                    code = min(c for c in codes if 400 <= c < 500)
-                raise _code_error(code, "recipient refused") from None
-            except aiosmtplib.SMTPResponseException as exc:
-                raise _code_error(exc.code, f"refused: {_server_text(exc)}") from None
-            except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
-                raise TransientIOError(f"SMTP connection lost: {type(exc).__name__}") from None
-            if errors:
-                # one recipient per message in guard's outbox: a partial refusal cannot happen, but be exact
-                code = max(r.code for r in errors.values())
-                raise _code_error(code, "recipient refused")
-            return reply
-        finally:
-            if client.is_connected:
+                client = await self._connection()
                 try:
-                    await client.quit()
-                except Exception:
-                    client.close()
+                    return await self._transaction(client, raw, envelope_from, recipients, commit)
+                except TransientIOError:
+                    if not (reused and not committed):
+                        raise
+                # the reused connection had died (server timeout) before anything was handed over
+                await self._drop()
+                client = await self._connection()
+                return await self._transaction(client, raw, envelope_from, recipients, commit)
+            except BaseException:
+                await self._drop()
+                raise
+            finally:
+                self._used += 1
+                if self._used >= self.MAX_PER_CONNECTION:
+                    await self.close_unlocked()
+
+    async def __aenter__(self) -> "SmtpMailer":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """QUIT the connection kept for the batch (if any)."""
+        async with self._lock:
+            await self.close_unlocked()
+
+    async def close_unlocked(self) -> None:
+        client, self._client, self._used = self._client, None, 0
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except Exception:
+                client.close()
+
+    async def _drop(self) -> None:
+        client, self._client, self._used = self._client, None, 0
+        if client is not None:
+            client.close()
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        s = self.s
+        client = aiosmtplib.SMTP(hostname=s.host, port=s.effective_port(), timeout=s.timeout_seconds,
+                                 use_tls=s.tls == "ssl", start_tls=True if s.tls == "starttls" else False,
+                                 tls_context=self._tls, validate_certs=s.tls != "none")
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected,
+                OSError) as exc:
+            client.close()
+            raise TransientIOError(f"SMTP connect to {s.host}:{s.effective_port()}: {type(exc).__name__}") from None
+        except ssl.SSLError as exc:
+            client.close()
+            raise PermanentIOError(f"SMTP TLS with {s.host}: {exc.reason or type(exc).__name__}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            client.close()
+            raise _code_error(exc.code, f"greeting {_server_text(exc)}") from None
+        try:
+            await self._login(client)
+        except BaseException:
+            client.close()
+            raise
+        self._client, self._used = client, 0
+        return client
+
+    @staticmethod
+    async def _transaction(client: aiosmtplib.SMTP, raw: bytes, envelope_from: str, recipients: list[str],
+                           commit: Callable[[], None]) -> str:
+        options = []
+        if client.supports_extension("size"):
+            options.append(f"SIZE={len(raw)}")
+        if not raw.isascii() and client.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        encoding = "ascii"
+        if not all(a.isascii() for a in [envelope_from, *recipients]):
+            if not client.supports_extension("smtputf8"):
+                raise PermanentIOError("SMTP: the server does not offer SMTPUTF8 for a non-ASCII address")
+            options.append("SMTPUTF8")
+            encoding = "utf-8"
+        rcpt_options = ["NOTIFY=NEVER"] if envelope_from == "" and client.supports_extension("dsn") else []
+        try:
+            await client.mail(envelope_from, options=options, encoding=encoding)
+            refused = []
+            for rcpt in recipients:
+                try:
+                    await client.rcpt(rcpt, options=rcpt_options, encoding=encoding)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    refused.append(exc.code)
+            if refused:
+                # guard sends to one recipient per message: refuse the whole message, temporary if any
+                # refusal was temporary (a partial send would need per-recipient bookkeeping)
+                temporary = [c for c in refused if 400 <= c < 500]
+                raise _code_error(min(temporary) if temporary else max(refused), "recipient refused")
+            response = await _data_with_commit_point(client, raw, commit)
+        except (TransientIOError, PermanentIOError):
+            raise
+        except _CommitFailed as exc:
+            client.close()  # the server waits for a message that will not come
+            raise exc.original from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _code_error(exc.code, f"refused: {_server_text(exc)}") from None
+        except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
+            raise TransientIOError(f"SMTP connection lost: {type(exc).__name__}") from None
+        return f"{response.code} {_server_text(response)}" if hasattr(response, "code") else str(response)
 
     async def _login(self, client: aiosmtplib.SMTP) -> None:
         s = self.s
@@ -152,6 +243,39 @@ class SmtpMailer:
             raise PermanentIOError(f"SMTP authentication: {type(exc).__name__}") from None
 
 
+class _CommitFailed(Exception):
+    """The commit-point callback raised: carried through aiosmtplib, re-raised as the original."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+async def _data_with_commit_point(client: aiosmtplib.SMTP, raw: bytes, commit: Callable[[], None]):
+    """DATA, calling ``commit()`` between the server's 354 and the write of the message and its dot.
+
+    aiosmtplib writes ``DATA`` and then the whole escaped message in one ``protocol.write``;
+    the hook sits on that second write, so no await separates the commit from the hand-over.
+    (Pinned by tests/unit/test_mailer_commit_point.py against a real SMTP server.)"""
+    proto = client.protocol
+    original = proto.write
+
+    def write(data: bytes) -> None:
+        if data != b"DATA\r\n":
+            proto.write = original
+            try:
+                commit()
+            except BaseException as exc:  # the journal failed: hand nothing over, and say why
+                raise _CommitFailed(exc) from exc
+        original(data)
+
+    proto.write = write
+    try:
+        return await client.data(raw)
+    finally:
+        proto.write = original
+
+
 class FileMailer:
     """Writes each message to ``directory`` as ``NNN-<kind>-<recipient>.eml`` (the demo's outbox)."""
 
@@ -160,7 +284,8 @@ class FileMailer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.written: list[Path] = []
 
-    async def send(self, raw: bytes, envelope_from: str, recipients: list[str]) -> str:
+    async def send(self, raw: bytes, envelope_from: str, recipients: list[str],
+                   on_commit: Callable[[], None] | None = None) -> str:
         n = len(list(self.directory.glob("*.eml"))) + 1
         kind = "reply"
         m = re.search(rb"^Auto-Submitted: *(\S+)", raw, re.M | re.I)
@@ -171,9 +296,14 @@ class FileMailer:
         tmp = path.with_name("." + path.name + ".tmp")
         head = f"X-Envelope-From: <{envelope_from}>\r\n" + "".join(f"X-Envelope-To: <{r}>\r\n" for r in recipients)
         tmp.write_bytes(head.encode() + raw)
+        if on_commit is not None:
+            on_commit()
         os.replace(tmp, path)
         self.written.append(path)
         return f"250 written to {path}"
+
+    async def close(self) -> None:
+        return None
 
 
 class NullMailer:
@@ -182,9 +312,15 @@ class NullMailer:
     def __init__(self) -> None:
         self.would_send: list[tuple[str, list[str]]] = []
 
-    async def send(self, raw: bytes, envelope_from: str, recipients: list[str]) -> str:
+    async def send(self, raw: bytes, envelope_from: str, recipients: list[str],
+                   on_commit: Callable[[], None] | None = None) -> str:
+        if on_commit is not None:
+            on_commit()
         self.would_send.append((envelope_from, list(recipients)))
         return "250 dry-run: not sent"
+
+    async def close(self) -> None:
+        return None
 
 
 AsyncTokenProvider = Callable[[], Awaitable[str]]

@@ -363,6 +363,10 @@ class DaemonSettings(BaseModel):
     max_attempts: int = Field(default=3, ge=1, le=100)
     #: live, dry-run (decide and record, never send or move) or shadow (replies go to the coordinator)
     mode: Literal["live", "dry-run", "shadow"] = "live"
+    #: a backlog is read, decided, sent and filed in batches of at most this many messages ...
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    #: ... and at most this many bytes of mail held in memory at once (a bigger message goes alone)
+    batch_bytes: int = Field(default=16_000_000, ge=100_000, le=1_000_000_000)
 
     _extra = field_validator("extra_addresses")(classmethod(lambda cls, v: [_check_address(a) for a in v]))
 

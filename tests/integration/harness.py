@@ -9,10 +9,10 @@
 ``account`` counts in the real SMTP sink (everything the SMTP server accepted) and in the IMAP
 folders: every message delivered must be filed exactly once in its expected folder, and every
 expected reply / forward / alert must have been accepted by SMTP exactly once (no missing one,
-no second one with a different Message-ID). A resend of the *same* outgoing message (same
-Message-ID) can only happen when guard was killed between the SMTP server's "250 accepted" and
-the journal's "sent"; it is counted separately (``resent``) and must match the journal's own
-warnings about it.
+no second one with a different Message-ID). A second copy of the *same* outgoing message (same
+Message-ID) is counted separately (``resent``): guard journals each send at its commit point,
+just before the message text goes to the server, and never sends such a send again, so the
+crash tests require ``resent == 0``.
 
 ``FreezableProxy`` is a TCP proxy that can silently blackhole its open connections (the socket
 stays open, nothing more is forwarded either way), for guard's dead-connection detection.
@@ -420,7 +420,7 @@ class Report:
     filed_count: Counter  # original Message-ID -> copies found across folders
     sends: dict[tuple[str, str], set]  # (original Message-ID, send kind) -> distinct outgoing Message-IDs
     raw_sends: int  # every guard message the SMTP server accepted
-    resent: int  # accepted again with the same Message-ID (crash between SMTP accept and journal)
+    resent: int  # accepted again with the same Message-ID (a resend after a crash: must be 0)
     unexpected: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -589,6 +589,14 @@ class FreezableProxy:
                         s.close()
                     except OSError:
                         pass
+
+
+def wait_until(cond, timeout: float = 20, what: str = "") -> None:
+    """Poll ``cond`` every 0.1 s; fail the test with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        time.sleep(0.1)
 
 
 def doveadm(ms, *args: str) -> str:

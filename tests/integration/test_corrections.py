@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from daemon_messages import COORDINATOR, EVENTS, PARTICIPANT, SCAMMER, _crlf, inquiry, new_id, out_of_office, report
+from harness import wait_until
 from test_daemon import Guard, sent_by_guard
 
 from guard.cli import main as guard_main
@@ -72,13 +73,6 @@ def move(ms, src: str, dst: str, count: int = 1) -> None:
         uids = c.search("ALL")
         assert len(uids) == count, (src, uids)
         c.move(uids, dst)
-
-
-def wait_until(cond, timeout: float = 20, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out: {what}"
-        time.sleep(0.1)
 
 
 BOOKING = """From: {name} <{sender}>
@@ -193,7 +187,9 @@ def test_move_to_scam_denylists_and_later_mail_is_quarantined_without_a_restart(
 
     move(ms, "Guard/Routed", "Guard/Scam")
     wait_until(lambda: g.entries("denylist") == {sneaky}, what="denylist entry")
-    assert g.db("SELECT label, sender, state FROM labels") == [("scam", sneaky, "done")]
+    # the label is journalled just after the list entry (its own commit): wait for it too
+    wait_until(lambda: g.db("SELECT label, sender, state FROM labels") == [("scam", sneaky, "done")],
+               what="label row")
     (labelled,) = (g.labelled / "scam").glob("*.eml")
     assert b"invitation letter" in labelled.read_bytes()
     assert len(ms.fetch_all(EVENTS, "Guard/Scam")) == 1  # it stays where the coordinator put it

@@ -203,14 +203,18 @@ def test_smtp_xoauth2_accepts_a_valid_token_and_refuses_a_bad_one(stack, endpoin
     s = SmtpSettings(host="127.0.0.1", port=stack.smtp_port, tls="none", username=EVENTS, auth="xoauth2",
                      oauth2=oauth_settings(tmp_path, endpoint))
     raw = (f"From: {EVENTS}\r\nTo: {COORDINATOR}\r\nSubject: xoauth2\r\nMessage-ID: <x1@crm.cat>\r\n\r\nhi\r\n").encode()
-    asyncio.run(SmtpMailer(s).send(raw, EVENTS, [COORDINATOR]))
+    async def send(settings):
+        async with SmtpMailer(settings) as m:  # QUITs the connection it keeps for a batch
+            await m.send(raw, EVENTS, [COORDINATOR])
+
+    asyncio.run(send(s))
     assert any(m.envelope_tos == [COORDINATOR] for m in stack.sink())
     bad = tmp_path / "bad-token"
     bad.write_text(make_jwt(EVENTS, -10))
     s_bad = SmtpSettings(host="127.0.0.1", port=stack.smtp_port, tls="none", username=EVENTS, auth="xoauth2",
                          oauth2_token_file=bad)
     with pytest.raises(PermanentIOError, match="authentication failed: 535"):
-        asyncio.run(SmtpMailer(s_bad).send(raw, EVENTS, [COORDINATOR]))
+        asyncio.run(send(s_bad))
 
 
 def test_guard_run_once_end_to_end_with_xoauth2_for_imap_and_smtp(stack, endpoint, tmp_path):

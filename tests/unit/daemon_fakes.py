@@ -70,6 +70,8 @@ class FakeMailbox:
     next_uid: int = 1
     fail_move: BaseException | None = None
     fail_fetch: BaseException | None = None
+    fetch_calls: list[list[int]] = field(default_factory=list)
+    move_calls: list[tuple[str, list[int]]] = field(default_factory=list)
 
     def deliver(self, raw: bytes, arrived: datetime) -> int:
         uid = self.next_uid
@@ -86,26 +88,34 @@ class FakeMailbox:
     async def uids_after(self, uid: int) -> list[int]:
         return sorted(u for u in self.messages if u > uid)
 
+    async def sizes(self, uids: list[int]) -> dict[int, int]:
+        return {u: len(self.messages[u][0]) for u in uids if u in self.messages}
+
     async def fetch(self, uid: int) -> Fetched | None:
+        return (await self.fetch_many([uid])).get(uid)
+
+    async def fetch_many(self, uids: list[int]) -> dict[int, Fetched]:
         if self.fail_fetch is not None:
             raise self.fail_fetch
-        if uid not in self.messages:
-            return None
-        raw, arrived = self.messages[uid]
-        return Fetched(uid, raw, arrived, len(raw))
+        self.fetch_calls.append(list(uids))
+        return {u: Fetched(u, self.messages[u][0], self.messages[u][1], len(self.messages[u][0]))
+                for u in uids if u in self.messages}
 
-    async def flag(self, uid: int) -> None:
-        self.flagged.add(uid)
+    async def flag_many(self, uids: list[int]) -> None:
+        self.flagged.update(u for u in uids if u in self.messages)
 
-    async def move(self, uid: int, folder: str) -> bool:
+    async def move_many(self, uids: list[int], folder: str) -> set[int]:
         if self.fail_move is not None:
             exc, self.fail_move = self.fail_move, None
             raise exc
-        if uid not in self.messages:
-            return False
-        raw, _ = self.messages.pop(uid)
-        self.folders.setdefault(folder, []).append(raw)
-        return True
+        moved = set()
+        for uid in uids:
+            if uid in self.messages:
+                raw, _ = self.messages.pop(uid)
+                self.folders.setdefault(folder, []).append(raw)
+                moved.add(uid)
+        self.move_calls.append((folder, sorted(moved)))
+        return moved
 
     async def wait(self, timeout: float, stop: asyncio.Event) -> str:
         return "timeout"
@@ -119,14 +129,26 @@ class FakeMailer:
     #: raise this right after "sending" (the server has the message; guard dies before recording it)
     crash_after_send: BaseException | None = None
 
-    async def send(self, raw: bytes, envelope_from: str, recipients: list[str]) -> str:
+    #: raise this at the commit point, before the message is handed over (guard dies just before)
+    crash_at_commit: BaseException | None = None
+    closed: int = 0
+
+    async def send(self, raw: bytes, envelope_from: str, recipients: list[str], on_commit=None) -> str:
         if self.failures:
             raise self.failures.pop(0)
+        if self.crash_at_commit is not None:
+            exc, self.crash_at_commit = self.crash_at_commit, None
+            raise exc
+        if on_commit is not None:
+            on_commit()
         self.sent.append((envelope_from, list(recipients), raw))
         if self.crash_after_send is not None:
             exc, self.crash_after_send = self.crash_after_send, None
             raise exc
         return "250 ok"
+
+    async def close(self) -> None:
+        self.closed += 1
 
     def to(self, addr: str) -> list[bytes]:
         return [raw for _, rcpts, raw in self.sent if addr in rcpts]

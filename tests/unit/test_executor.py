@@ -210,17 +210,35 @@ def test_dry_run_sends_and_moves_nothing(tmp_path):
 # -- crash safety ------------------------------------------------------------------------
 
 
-def test_crash_after_send_before_journal_resends_with_same_message_id(world):
-    """The one ambiguous window: the server has it, guard died before writing "sent"."""
+def test_crash_after_the_commit_point_is_never_sent_twice(world):
+    """guard died after handing the message over, before the server's answer was journalled:
+    the next run takes it as sent (unconfirmed, logged), files the message, sends nothing again."""
     clock, journal, mb, mailer, ex = world
     mb.deliver(mail(category="report", extra="X-Test-Inner: scam"), clock())
     mailer.crash_after_send = Crash()
     with pytest.raises(Crash):
         run(ex.reconcile())
+    (ob,) = journal.outbox(1)
+    assert ob.state == "sending"
     ex2 = make(journal, mb, mailer, clock)
     run(ex2.reconcile())
-    assert len(mailer.sent) == 2
-    assert parsed(mailer.sent[0][2])["Message-ID"] == parsed(mailer.sent[1][2])["Message-ID"]
+    assert len(mailer.sent) == 1
+    (ob,) = journal.outbox(1)
+    assert ob.state == "sent" and ob.last_error.startswith("unconfirmed")
+    assert mb.messages == {} and journal.get(ex2.key(1)).state == "done"
+
+
+def test_crash_before_the_commit_point_sends_exactly_once(world):
+    """guard died before anything was handed to the server: the intent is sent by the next run."""
+    clock, journal, mb, mailer, ex = world
+    mb.deliver(mail(category="report", extra="X-Test-Inner: scam"), clock())
+    mailer.crash_at_commit = Crash()
+    with pytest.raises(Crash):
+        run(ex.reconcile())
+    assert mailer.sent == [] and journal.outbox(1)[0].state == "intent"
+    ex2 = make(journal, mb, mailer, clock)
+    run(ex2.reconcile())
+    assert len(mailer.sent) == 1 and journal.outbox(1)[0].state == "sent"
 
 
 def test_crash_after_sent_skips_straight_to_the_move(world):
@@ -242,7 +260,7 @@ def test_crash_after_intent_sends_exactly_once(world):
     mailer.failures = [Crash()]  # dies when it would send the first intent
     with pytest.raises(Crash):
         run(ex.reconcile())
-    assert mailer.sent == [] and journal.counts()["outbox.sending"] == 1
+    assert mailer.sent == [] and journal.counts()["outbox.intent"] == 2  # nothing handed over yet
     ex2 = make(journal, mb, mailer, clock)
     run(ex2.reconcile())
     assert [r for _, r, _ in mailer.sent] == [[COORD], [PAT]]

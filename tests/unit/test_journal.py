@@ -68,9 +68,11 @@ def test_outbox_states_and_the_ambiguous_resend():
     decide(j, row.id, [out("forward", "forward_summary", "coord@crm.cat"), out()])
     fwd, reply = j.outbox(row.id)
     assert (fwd.seq, reply.seq) == (0, 1)
-    assert j.mark_sending(fwd.id, T0) is False
-    assert j.mark_sending(fwd.id, T0) is True  # left in "sending" by a crash
-    j.mark_sent(fwd.id, T0)
+    j.mark_sending(fwd.id, T0)  # the commit point; a crash here leaves it in "sending" ...
+    j.mark_unconfirmed(fwd.id, T0)  # ... which the next run takes as sent, never sends twice
+    assert j.outbox(row.id)[0].state == "sent" and j.outbox(row.id)[0].last_error.startswith("unconfirmed")
+    j.mark_unconfirmed(reply.id, T0)  # only a row at its commit point can be taken as sent
+    assert j.outbox(row.id)[1].state == "intent"
     j.mark_retry(reply.id, "451 try later", T0 + timedelta(minutes=1))
     assert j.next_retry() == T0 + timedelta(minutes=1)
     j.mark_failed(reply.id, "550 no such user")

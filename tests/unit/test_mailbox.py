@@ -14,6 +14,17 @@ from guard.mailbox import ImapMailbox, MaildirMailbox
 from guard.settings import ImapSettings, load_settings
 
 
+def ids(message_set) -> tuple[int, ...]:
+    """An IMAP message set as guard sends it ("3:5,9", or a list) as a tuple of UIDs."""
+    if not isinstance(message_set, str):
+        return tuple(message_set)
+    out = []
+    for part in message_set.split(","):
+        lo, _, hi = part.partition(":")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return tuple(out)
+
+
 class FakeClient:
     """Records calls; capabilities and IDLE responses are scripted."""
 
@@ -70,23 +81,24 @@ class FakeClient:
         if criteria[1].endswith(":*"):
             lo = int(criteria[1].split(":")[0])
             return sorted(u for u in self.uids if u >= lo) or [max(self.uids)]
-        return [int(criteria[1])] if int(criteria[1]) in self.uids else []
+        return [u for u in ids(criteria[1]) if u in self.uids]
 
     def fetch(self, uids, items):
-        return {uids[0]: {b"RFC822.SIZE": 12, b"INTERNALDATE": datetime(2026, 1, 5, 9, 0),
-                          b"BODY[]<0>": b"Subject: x\r\n\r\n"}}
+        assert not isinstance(uids, str), "imapclient's fetch takes UIDs as ints (it filters its answer by them)"
+        return {u: {b"RFC822.SIZE": 12, b"INTERNALDATE": datetime(2026, 1, 5, 9, 0),
+                    b"BODY[]<0>": b"Subject: x\r\n\r\n"} for u in ids(uids)}
 
     def move(self, uids, folder):
-        self.calls.append(("move", tuple(uids), folder))
+        self.calls.append(("move", ids(uids), folder))
 
     def copy(self, uids, folder):
-        self.calls.append(("copy", tuple(uids), folder))
+        self.calls.append(("copy", ids(uids), folder))
 
     def add_flags(self, uids, flags, silent=False):
-        self.calls.append(("add_flags", tuple(uids), tuple(flags)))
+        self.calls.append(("add_flags", ids(uids), tuple(flags)))
 
     def uid_expunge(self, uids):
-        self.calls.append(("uid_expunge", tuple(uids)))
+        self.calls.append(("uid_expunge", ids(uids)))
 
     def expunge(self, messages=None):  # pragma: no cover - must never be called without UIDs
         raise AssertionError("plain EXPUNGE would remove other clients' \\Deleted messages")
@@ -311,3 +323,18 @@ def test_config_file_errors_name_the_key(tmp_path):
     assert f"{cfg}: daemon.max_replies_per_hour:" in text
     assert f"{cfg}: daemon.loop_header:" in text
     assert "daemon.folders: " in text and "INBOX" in text
+
+
+def test_a_batch_is_one_command_per_step_with_compact_uid_sets():
+    from guard.mailbox import _uid_set
+
+    assert _uid_set([9, 3, 4, 5, 11, 12]) == "3:5,9,11:12"
+    assert _uid_set([7]) == "7"
+    c = FakeClient()
+    c.uids = {3, 4, 5, 9}
+    mb = open_box(c)
+    moved = asyncio.run(mb.move_many([3, 4, 5, 6, 9], "Guard/Quarantine"))
+    assert moved == {3, 4, 5, 9}  # 6 was gone: reported, not an error
+    assert [call for call in c.calls if call[0] == "move"] == [("move", (3, 4, 5, 9), "Guard.Quarantine")]
+    fetched = asyncio.run(mb.fetch_many([3, 4]))
+    assert sorted(fetched) == [3, 4] and fetched[3].raw.startswith(b"Subject")
