@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 
 from . import campaigns
 from .digest import Record, Send
-from .journal import Journal
+from .journal import UNCONFIRMED, Journal
 
 LISTS = ("allowlist", "denylist")
 #: the fingerprint reads the start of the text only (a campaign shows in its first pages; bounded time)
@@ -171,9 +171,25 @@ def digest_sent(journal: Journal, digest_id: int, now: datetime) -> None:
         journal.db.execute("UPDATE digests SET state='sent', sent=?, last_error=NULL WHERE id=?", (_ts(now), digest_id))
 
 
-def digest_error(journal: Journal, digest_id: int, error: str) -> None:
+def digest_sending(journal: Journal, digest_id: int, now: datetime) -> None:
+    """The digest's commit point: about to be handed to the SMTP server (see guard.journal)."""
     with journal._tx():
-        journal.db.execute("UPDATE digests SET attempts=attempts+1, last_error=? WHERE id=?", (error[:500], digest_id))
+        journal.db.execute("UPDATE digests SET handed_over=? WHERE id=?", (_ts(now), digest_id))
+
+
+def settle_unconfirmed(journal: Journal, now: datetime) -> int:
+    """Digests a crash left at their commit point: taken as sent, never sent twice. Returns how many."""
+    with journal._tx():
+        cur = journal.db.execute("UPDATE digests SET state='sent', sent=?, last_error=? "
+                                 "WHERE state='intent' AND handed_over IS NOT NULL", (_ts(now), UNCONFIRMED))
+    return cur.rowcount
+
+
+def digest_error(journal: Journal, digest_id: int, error: str) -> None:
+    """Not sent (an SMTP error, or the connection lost after the hand-over): retried later."""
+    with journal._tx():
+        journal.db.execute("UPDATE digests SET handed_over=NULL, attempts=attempts+1, last_error=? WHERE id=?",
+                           (error[:500], digest_id))
 
 
 # -- allow- and denylist -----------------------------------------------------------------------

@@ -25,6 +25,7 @@ import socket
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 from . import digest as dg
 from . import digest_journal as dj
@@ -246,6 +247,9 @@ class DigestService:
                     *claim.holder)
             return False
         try:
+            if dj.settle_unconfirmed(self.journal, self.clock()):
+                log.warning("a digest was being handed to the SMTP server when guard stopped: taken as sent "
+                            "(unconfirmed), not sent again")
             if only_if_due and dj.pending_digest(self.journal) is None and self.due() > self.clock():
                 log.info("digest no longer due: another guard process sent it")
                 return False
@@ -283,10 +287,11 @@ class DigestService:
                                    envelope_from=self.settings.institute.events_address, message_id=r.message_id,
                                    raw=r.raw, now=now)
         else:
-            log.warning("digest %s (Message-ID %s) was not journalled as sent: sending it again", row.id,
+            log.warning("digest %s (Message-ID %s) was never handed to the SMTP server: sending it now", row.id,
                         row.message_id)
         try:
-            await self.mailer.send(row.raw, row.envelope_from, [row.recipient])
+            await self.mailer.send(row.raw, row.envelope_from, [row.recipient],
+                                   on_commit=partial(dj.digest_sending, self.journal, row.id, self.clock()))
         except (TransientIOError, PermanentIOError) as exc:
             dj.digest_error(self.journal, row.id, str(exc))
             log.warning("digest %s not sent (%s); it is retried at the next wake-up", row.id, exc)

@@ -160,6 +160,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE guard_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)
     """,
+    # 3: the digest's commit point (when it was handed to the SMTP server; see guard.digest_send)
+    """
+    ALTER TABLE digests ADD COLUMN handed_over REAL
+    """,
 ]
 
 FINAL_STATES = ("done", "poison")

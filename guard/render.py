@@ -83,7 +83,27 @@ class _HeaderClasses(email.headerregistry.HeaderRegistry):
 
 
 _SMTP = email.policy.SMTP.clone(max_line_length=78, header_factory=_HeaderClasses())
-_MSG_ID = re.compile(r"<[^<>\s]+>")
+#: the same, but a header stored with set_raw (MessageIds, already folded) is written as it is
+_SMTP_RAW = _SMTP.clone(refold_source="none")
+#: a message identifier guard repeats in In-Reply-To / References: printable ASCII, no spaces or
+#: angle brackets inside, short enough for a header line (RFC 5322 section 3.6.4)
+_MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>")
+
+
+class MessageIds(tuple):
+    """The value of an In-Reply-To or References header: message identifiers, written as they are
+    and folded only between them. The email package would turn a long identifier (Outlook's run
+    past 78 characters) into an RFC 2047 encoded word, which no mail client threads on."""
+
+    def folded(self, name: str) -> str:
+        lines, line = [], f"{name}:"
+        for mid in self:
+            if len(line) + 1 + len(mid) > 78 and line != f"{name}:":
+                lines.append(line)
+                line = ""
+            line += " " + mid
+        lines.append(line)
+        return "\r\n".join(lines)
 
 
 def clean_header(value: str, limit: int = 300) -> str:
@@ -463,7 +483,10 @@ _HEADER_LINES_MAX = 2048
 
 
 def _header_line(name: str, value) -> bytes:
-    """``name: value`` as EmailMessage(policy=_SMTP)[name] = value and BytesGenerator write it."""
+    """``name: value`` as EmailMessage(policy=_SMTP)[name] = value and BytesGenerator write it
+    (:class:`MessageIds` as they are, folded between identifiers)."""
+    if isinstance(value, MessageIds):
+        return value.folded(name).encode("ascii") + b"\r\n"
     if isinstance(value, str):
         key: tuple = (name, value)
     elif type(value) is Address:
@@ -516,9 +539,12 @@ def _alternative_bytes(headers: list[tuple[str, object]], text: str, html: str, 
     if any(name.lower().startswith("content-") or name.lower() == "mime-version" for name, _ in headers):
         # set_content and make_alternative move, replace or skip these (only a loop_header so named
         # can bring one): the email package itself, as before
-        m = EmailMessage(policy=_SMTP)
+        m = EmailMessage(policy=_SMTP_RAW)
         for name, value in headers:
-            m[name] = value
+            if isinstance(value, MessageIds):
+                m.set_raw(name, value.folded(name)[len(name) + 2:])
+            else:
+                m[name] = value
         _alternative(m, text, html, seed)
         return m.as_bytes()
     boundary = _boundary(seed, 1).encode("ascii")
@@ -555,7 +581,7 @@ def build_reply(renderer: Renderer, template: str, *, msg: ParsedMessage, verdic
     headers = _base_headers(ident, to=to, subject=subject, now=now, message_id=message_id, auto="auto-replied")
     if msg.message_id and _MSG_ID.fullmatch(msg.message_id):
         refs = [r for r in msg.references if _MSG_ID.fullmatch(r)][-10:]
-        headers += [("In-Reply-To", msg.message_id), ("References", " ".join([*refs, msg.message_id]))]
+        headers += [("In-Reply-To", MessageIds([msg.message_id])), ("References", MessageIds([*refs, msg.message_id]))]
     raw = _alternative_bytes(headers, text, html, message_id)
     return Rendered("reply", template, recipient, envelope_from, message_id, raw, {"shadow_for": shadow_for})
 
@@ -711,7 +737,7 @@ def build_forward(renderer: Renderer, template: str, *, raw: bytes, msg: ParsedM
     headers = _base_headers(ident, to=_address(ident.coordinator_name, ident.coordinator_address), subject=subject,
                             now=now, message_id=message_id, auto="auto-generated", reply_to=reply_to)
     if msg.message_id and _MSG_ID.fullmatch(msg.message_id):
-        headers.append(("References", msg.message_id))
+        headers.append(("References", MessageIds([msg.message_id])))
     body = _with_original(_alternative_bytes(headers, text, html, message_id), raw, message_id)
     return Rendered(kind, template, ident.coordinator_address, ident.events_address, message_id, body)
 

@@ -229,11 +229,17 @@ class Mailer:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.fail = 0
+        self.crash_after_commit = False
 
-    async def send(self, raw, envelope_from, recipients):
+    async def send(self, raw, envelope_from, recipients, on_commit=None):
         if self.fail:
             self.fail -= 1
             raise TransientIOError("451 try later")
+        if on_commit is not None:
+            on_commit()
+        if self.crash_after_commit:
+            self.crash_after_commit = False
+            raise KeyboardInterrupt  # stands for kill -9 after the hand-over: nothing catches it
         self.sent.append(raw)
         return "250 ok"
 
@@ -315,6 +321,19 @@ def test_a_restart_resends_a_digest_left_unsent():
     assert again.seconds_until_due() == 60.0
     assert asyncio.run(again.maybe_send())
     assert f"Message-ID: {mid}".encode() in m.sent[0] and dj.pending_digest(j) is None
+
+
+def test_a_crash_after_the_digest_was_handed_over_never_sends_it_twice():
+    j, m, clock = Journal(":memory:"), Mailer(), Clock(T)
+    handled(j, 1, mail(1), "scam", T)
+    m.crash_after_commit = True
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(service(j, m, clock).send_now())
+    assert [tuple(r) for r in j.db.execute("SELECT state, handed_over IS NOT NULL FROM digests")] == [("intent", 1)]
+    again = service(j, m, clock)  # a new process
+    assert not asyncio.run(again.maybe_send())  # taken as sent: nothing new to report, none sent
+    ((state, note),) = [tuple(r) for r in j.db.execute("SELECT state, last_error FROM digests")]
+    assert state == "sent" and note.startswith("unconfirmed") and m.sent == [] and dj.watermark(j) == 1
 
 
 def test_preview_changes_nothing():

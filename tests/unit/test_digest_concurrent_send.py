@@ -40,8 +40,10 @@ class CountingMailer:
         self.log = log
         self.delay = delay
 
-    async def send(self, raw, envelope_from, recipients):
+    async def send(self, raw, envelope_from, recipients, on_commit=None):
         await asyncio.sleep(self.delay)
+        if on_commit is not None:
+            on_commit()
         with self.lock:
             self.sent.append(raw)
         if self.log is not None:

@@ -42,7 +42,7 @@ from guard.render import (
 from guard.verdict import Reason, Verdict
 
 #: the policy as it was: the stdlib's own header registry
-PLAIN = email.policy.SMTP.clone(max_line_length=78)
+PLAIN = email.policy.SMTP.clone(max_line_length=78, refold_source="none")  # set_raw headers as they are
 R = Renderer(shipped("templates"))
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 IDENTS = [
@@ -65,6 +65,25 @@ REPLIES = ("inquiry_ack", "report_verdict", "report_paid")
 
 
 # -- the reference: the EmailMessage construction as it was -------------------------------
+
+
+def is_id(value: str) -> bool:
+    """A message identifier worth repeating: printable ASCII in angle brackets, at most 900 inside."""
+    inner = value[1:-1]
+    return (value.startswith("<") and value.endswith(">") and 0 < len(inner) <= 900
+            and all(33 <= ord(c) <= 126 and c not in "<>" for c in inner))
+
+
+def set_ids(m: EmailMessage, name: str, ids: list[str]) -> None:
+    """In-Reply-To / References as RFC 5322 wants them: identifiers as they are (never an encoded
+    word), lines folded only between identifiers once they would pass 78 characters."""
+    lines = [f"{name}: {ids[0]}"]
+    for mid in ids[1:]:
+        if len(lines[-1]) + 1 + len(mid) > 78:
+            lines.append(f" {mid}")
+        else:
+            lines[-1] += f" {mid}"
+    m.set_raw(name, "\r\n".join(lines)[len(name) + 2:])
 
 
 def ref_base(ident, *, to, subject, now, message_id, auto, reply_to=None) -> EmailMessage:
@@ -100,10 +119,10 @@ def ref_reply(renderer, template, *, msg, verdict, ident, now, message_id, shado
     to = (_address(ident.coordinator_name, recipient) if shadow_for
           else _address(msg.from_.name if msg.from_ else "", recipient))
     m = ref_base(ident, to=to, subject=subject, now=now, message_id=message_id, auto="auto-replied")
-    if msg.message_id and re.fullmatch(r"<[^<>\s]+>", msg.message_id):
-        m["In-Reply-To"] = msg.message_id
-        refs = [r for r in msg.references if re.fullmatch(r"<[^<>\s]+>", r)][-10:]
-        m["References"] = " ".join([*refs, msg.message_id])
+    if msg.message_id and is_id(msg.message_id):
+        set_ids(m, "In-Reply-To", [msg.message_id])
+        refs = [r for r in msg.references if is_id(r)][-10:]
+        set_ids(m, "References", [*refs, msg.message_id])
     ref_alternative(m, text, html, message_id)
     return m.as_bytes()
 
@@ -115,8 +134,8 @@ def ref_forward(renderer, template, *, raw, msg, verdict, ident, now, message_id
     reply_to = _address(msg.from_.name, participant) if participant else None
     m = ref_base(ident, to=_address(ident.coordinator_name, ident.coordinator_address), subject=subject, now=now,
                  message_id=message_id, auto="auto-generated", reply_to=reply_to)
-    if msg.message_id and re.fullmatch(r"<[^<>\s]+>", msg.message_id):
-        m["References"] = msg.message_id
+    if msg.message_id and is_id(msg.message_id):
+        set_ids(m, "References", [msg.message_id])
     ref_alternative(m, text, html, message_id)
     return _with_original(m.as_bytes(), raw, message_id)  # (it took the EmailMessage and called as_bytes)
 
@@ -257,3 +276,21 @@ def test_the_event_memo_keeps_no_message_alive():
     del msg
     gc.collect()
     assert ref() is None
+
+
+def test_long_message_ids_thread_instead_of_becoming_encoded_words():
+    """Outlook's identifiers run past 78 characters; In-Reply-To and References must carry them
+    as they are (an encoded word is no identifier), folded only between identifiers."""
+    long_id = "<" + "AS8PR04MB" * 11 + "@EURPRD04.PROD.OUTLOOK.COM>"
+    refs = "<r1@example.org> " + "<" + "B" * 70 + "@b.example>"
+    raw = (f"From: Pat <pat@example.org>\r\nTo: events@crm.cat\r\nSubject: visa\r\nMessage-ID: {long_id}\r\n"
+           f"References: {refs}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello\r\n").encode()
+    msg = parse(raw)
+    out = build_reply(R, "inquiry_ack", msg=msg, verdict=VERDICTS[0], ident=IDENTS[0], now=NOW,
+                      message_id="<guard.1@crm.cat>").raw
+    reparsed = email.message_from_bytes(out, policy=email.policy.default)
+    assert b"=?" not in out.split(b"\r\n\r\n", 1)[0].split(b"In-Reply-To:", 1)[1].split(b"MIME-Version")[0]
+    assert str(reparsed["In-Reply-To"]).strip() == long_id
+    assert str(reparsed["References"]).split() == [*refs.split(), long_id]
+    head = out.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
