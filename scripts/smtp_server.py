@@ -20,6 +20,8 @@
   Nothing is recorded or delivered for refused commands.
 * If LMTP delivery fails (Dovecot down, user refused) the client gets a 451/550 after DATA and
   nothing is recorded.
+* Once the final dot has arrived, the message is delivered and recorded even if the client
+  disconnects before the answer (what a real MTA does: the duplicate-delivery case of RFC 1047).
 * SIGTERM/SIGINT stop it; --pidfile is written once the port is open and removed at exit.
 * Opt-in (--oauth-key-file FILE, a base64 HMAC key): AUTH XOAUTH2 is offered, also without TLS.
   The bearer token must be an HS256 JWT signed with that key whose "sub" is the user and whose
@@ -164,6 +166,13 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Like a real MTA, a message whose final dot arrived is delivered and recorded even when the
+        client goes away before our answer (Postfix logs "lost connection after END-OF-MESSAGE" and
+        still queues it). aiosmtpd cancels the handler when the client's FIN arrives, so the work
+        runs shielded from that cancellation."""
+        return await asyncio.shield(asyncio.ensure_future(self._accept_message(session, envelope)))
+
+    async def _accept_message(self, session: Session, envelope: Envelope) -> str:
         failure = self.fail.check("data")
         if failure:
             return failure

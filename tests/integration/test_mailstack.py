@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 import time
 from typing import Any
@@ -78,6 +79,29 @@ def test_smtp_to_events_arrives_by_lmtp_and_in_sink(clean_mailstack: Any) -> Non
     assert b"with LMTP" in head and b"(guard test smtp)" in head
     assert ms.sink() == [(PARTICIPANT, [EVENTS], raw)]
     assert ms.fetch_all(COORDINATOR) == []
+
+
+def test_a_client_gone_after_the_final_dot_still_gets_its_message_delivered(clean_mailstack: Any) -> None:
+    """As a real MTA: the dot arrived, so the message is queued even though the client closed the
+    connection without waiting for the answer (what a SIGKILLed guard does)."""
+    ms = clean_mailstack
+    raw = make_message(to=COORDINATOR)
+    with socket.create_connection((ms.host, ms.smtp_port), timeout=10) as sock:
+        f = sock.makefile("rb")
+        f.readline()  # greeting
+        for cmd in (b"EHLO client.example", f"MAIL FROM:<{PARTICIPANT}>".encode(), f"RCPT TO:<{COORDINATOR}>".encode(),
+                    b"DATA"):
+            sock.sendall(cmd + b"\r\n")
+            while (line := f.readline())[3:4] == b"-":  # multi-line EHLO answer
+                pass
+            assert line[:1] in (b"2", b"3"), line
+        sock.sendall(raw + b".\r\n")
+        sock.shutdown(socket.SHUT_RDWR)  # gone before the 250
+    deadline = time.monotonic() + 10
+    while not (ms.fetch_all(COORDINATOR) and ms.sink()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [d.endswith(raw) for d in ms.fetch_all(COORDINATOR)] == [True]
+    assert ms.sink() == [(PARTICIPANT, [COORDINATOR], raw)]
 
 
 def test_smtp_to_external_address_is_only_in_sink(clean_mailstack: Any) -> None:
