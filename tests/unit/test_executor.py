@@ -378,3 +378,41 @@ def test_uidvalidity_change_with_a_pending_send_adopts_the_new_uid(world):
     assert mb.messages == {} and len(mb.folders["Guard/Routed"]) == 1
     row = journal.by_id(1)
     assert row.state == "done" and (row.key.uidvalidity, row.key.uid) == (300, 9)
+
+
+# -- batches -------------------------------------------------------------------------------
+
+
+def test_plan_batches_bounds_count_and_bytes_and_a_big_message_goes_alone():
+    from guard.executor import plan_batches
+
+    uids = list(range(1, 11))
+    sizes = {u: 100 for u in uids} | {5: 10_000, 7: 900}
+    sizes.pop(9)  # gone since the search
+    assert plan_batches(uids, sizes, 3, 1_000, 25_000_000) == [[1, 2, 3], [4], [5], [6, 7], [8, 10]]
+    # what is read of a message (max_message_bytes) is what counts
+    assert plan_batches(uids, sizes, 50, 1_000, 200) == [[1, 2, 3, 4, 5, 6, 7, 8], [10]]
+
+
+def test_a_backlog_costs_one_fetch_and_one_move_per_folder_per_batch(world):
+    clock, journal, mb, mailer, ex = world
+    for i in range(12):
+        mb.deliver(mail(sender=f"P{i} <p{i}@example.org>", mid=f"<b{i}@example.org>",
+                        category=("inquiry", "scam", "automated")[i % 3]), clock())
+    ex.batch_size = 5
+    run(ex.reconcile())
+    assert mb.messages == {} and journal.counts()["messages.done"] == 12
+    assert [len(c) for c in mb.fetch_calls] == [5, 5, 2]
+    assert len(mb.move_calls) == 3 + 3 + 2  # one per folder in each batch (the last has two kinds)
+    # one SMTP connection per pass: closed once at its end (FakeMailer counts close())
+    assert len(mailer.sent) == 4 * 2 and mailer.closed == 1
+
+
+def test_replies_within_one_batch_see_each_other_in_the_reply_window(world):
+    """Two inquiries from one sender in the same batch: one acknowledgement, not two."""
+    clock, journal, mb, mailer, ex = world
+    mb.deliver(mail(mid="<one@example.org>"), clock())
+    mb.deliver(mail(mid="<two@example.org>", subject="And another question"), clock())
+    run(ex.reconcile())
+    assert len(mb.fetch_calls) == 1  # one batch
+    assert len(mailer.to(PAT)) == 1 and len(mailer.to(COORD)) == 2
