@@ -32,6 +32,7 @@ any forwarded message), or None.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import tomllib
 from pathlib import Path
@@ -141,7 +142,11 @@ _DATE_PATTERNS = (
 
 def mentioned_dates(text: str) -> list[tuple[int | None, int, int]]:
     """(year or None, month, day) of every date written in the text (several languages)."""
-    folded = fold(text)
+    return _dates_in(fold(text))
+
+
+def _dates_in(folded: str) -> list[tuple[int | None, int, int]]:
+    """:func:`mentioned_dates` of a text already folded (:func:`guard.textutil.fold`)."""
     out: list[tuple[int | None, int, int]] = []
     for pattern, roles in _DATE_PATTERNS:
         for m in pattern.finditer(folded):
@@ -174,16 +179,29 @@ def _in_event(event, date: tuple[int | None, int, int]) -> bool:
     return False
 
 
-def _phrase(text: str, phrase: str) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _phrase_pattern(phrase: str) -> tuple[str, re.Pattern] | None:
+    """The folded phrase and its whole-word pattern; None for a phrase too short to match (< 3)."""
     p = fold(phrase)
     if len(p) < 3:
-        return False
-    return re.search(r"(?<![a-z0-9])" + re.escape(p) + r"(?![a-z0-9])", text) is not None
+        return None
+    return p, re.compile(r"(?<![a-z0-9])" + re.escape(p) + r"(?![a-z0-9])")
+
+
+def _phrase(folded: str, phrase: str) -> bool:
+    """Whether the phrase stands as whole words in a folded text."""
+    pat = _phrase_pattern(phrase)
+    # the substring test is only a fast way out: a match is always a substring
+    return pat is not None and pat[0] in folded and pat[1].search(folded) is not None
 
 
 def event_score(event, text: str, dates: Sequence[tuple[int | None, int, int]]) -> int:
     """3 for the full name, 2 for an alias (or the id), 1 for a date inside the event's dates."""
-    folded = fold(text)
+    return _score(event, fold(text), dates)
+
+
+def _score(event, folded: str, dates: Sequence[tuple[int | None, int, int]]) -> int:
+    """:func:`event_score` of a text already folded."""
     score = 0
     if _phrase(folded, event.name):
         score += 3
@@ -208,8 +226,9 @@ def detect_event(events: Sequence, msg=None, *, text: str | None = None):
         return None
     if text is None:
         text = message_text(msg) if msg is not None else ""
-    dates = mentioned_dates(text)
-    scored = sorted(((event_score(e, text, dates), i) for i, e in enumerate(events)), reverse=True)
+    folded = fold(text)  # once for the dates and every event
+    dates = _dates_in(folded)
+    scored = sorted(((_score(e, folded, dates), i) for i, e in enumerate(events)), reverse=True)
     best, i = scored[0]
     if best <= 0 or (len(scored) > 1 and scored[1][0] == best):
         return None
@@ -232,41 +251,41 @@ MONTH_NAMES = {
 }
 
 
-def _ca_month(month: int) -> str:
-    name = MONTH_NAMES["ca"][month - 1]
-    return ("d'" if name[0] in "aeiou" else "de ") + name
+#: How each language writes a date or a span of dates. The pairs are the plain form and the elided
+#: one (Catalan: "l'" before the day 1 or 11, "d'" before a month that starts with a vowel).
+_DATE_STYLE = {
+    #     before the month  before the year  a span starts      span in a month    span across months
+    "en": (("", ""),        " ",             ("", ""),          ("–", "–"),        (" – ", " – ")),
+    "es": (("de ", "de "),  " de ",          ("del ", "del "),  (" al ", " al "),  (" al ", " al ")),
+    "ca": (("de ", "d'"),   " de ",          ("del ", "de l'"), (" al ", " a l'"), (" al ", " a l'")),
+}
 
 
 def format_dates(start: dt.date | None, end: dt.date | None, language: str = "en") -> str:
-    """"7–9 January 2026" / "del 7 al 9 de enero de 2026" / "del 7 al 9 de gener de 2026"; "" without dates."""
+    """"7–9 January 2026" / "del 7 al 9 de enero de 2026" / "del 7 al 9 de gener de 2026"; "" without dates.
+
+    Catalan: "de l'1 a l'11 d'abril de 2026" (the day 1 or 11, a month that starts with a vowel)."""
     if start is None:
         return ""
     end = end or start
     lang = language if language in MONTH_NAMES else "en"
-    names = MONTH_NAMES[lang]
-    if lang == "en":
-        one = lambda d, y=True: f"{d.day} {names[d.month - 1]}" + (f" {d.year}" if y else "")  # noqa: E731
-        if start == end:
-            return one(start)
-        if (start.year, start.month) == (end.year, end.month):
-            return f"{start.day}–{end.day} {names[end.month - 1]} {end.year}"
-        return f"{one(start, start.year != end.year)} – {one(end)}"
-    if lang == "es":
-        one = lambda d, y=True: f"{d.day} de {names[d.month - 1]}" + (f" de {d.year}" if y else "")  # noqa: E731
-        if start == end:
-            return one(start)
-        if (start.year, start.month) == (end.year, end.month):
-            return f"del {start.day} al {end.day} de {names[end.month - 1]} de {end.year}"
-        return f"del {one(start, start.year != end.year)} al {one(end)}"
-    # Catalan: de l'1 / de l'11, a l'1 / a l'11; d'abril, d'agost, d'octubre
-    de = lambda d: "de l'" if d.day in (1, 11) else "del "  # noqa: E731
-    a = lambda d: "a l'" if d.day in (1, 11) else "al "  # noqa: E731
-    one = lambda d, y=True: f"{d.day} {_ca_month(d.month)}" + (f" de {d.year}" if y else "")  # noqa: E731
+    before_month, before_year, opening, within, across = _DATE_STYLE[lang]
+
+    def month(d: dt.date) -> str:
+        name = MONTH_NAMES[lang][d.month - 1]
+        return before_month[name[0] in "aeiou"] + name
+
+    def one(d: dt.date, year: bool = True) -> str:
+        return f"{d.day} {month(d)}" + (f"{before_year}{d.year}" if year else "")
+
+    def elided(pair: tuple[str, str], d: dt.date) -> str:
+        return pair[d.day in (1, 11)]
+
     if start == end:
         return one(start)
     if (start.year, start.month) == (end.year, end.month):
-        return f"{de(start)}{start.day} {a(end)}{end.day} {_ca_month(end.month)} de {end.year}"
-    return f"{de(start)}{one(start, start.year != end.year)} {a(end)}{one(end)}"
+        return f"{elided(opening, start)}{start.day}{elided(within, end)}{end.day} {month(end)}{before_year}{end.year}"
+    return f"{elided(opening, start)}{one(start, start.year != end.year)}{elided(across, end)}{one(end)}"
 
 
 def localised(value, language: str) -> str | None:

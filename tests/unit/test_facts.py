@@ -231,6 +231,16 @@ def test_mentioned_dates():
     (dt.date(2026, 1, 22), None, "es", "22 de enero de 2026"),
     (dt.date(2025, 12, 30), dt.date(2026, 1, 2), "en", "30 December 2025 – 2 January 2026"),
     (None, None, "en", ""),
+    (dt.date(2026, 4, 1), dt.date(2026, 4, 1), "ca", "1 d'abril de 2026"),
+    (dt.date(2026, 3, 11), dt.date(2026, 4, 1), "ca", "de l'11 de març a l'1 d'abril de 2026"),
+    (dt.date(2025, 12, 30), dt.date(2026, 1, 11), "ca", "del 30 de desembre de 2025 a l'11 de gener de 2026"),
+    (dt.date(2026, 10, 1), dt.date(2026, 10, 3), "ca", "de l'1 al 3 d'octubre de 2026"),
+    (dt.date(2026, 8, 2), dt.date(2026, 8, 11), "ca", "del 2 a l'11 d'agost de 2026"),
+    (dt.date(2026, 4, 1), dt.date(2026, 4, 11), "es", "del 1 al 11 de abril de 2026"),
+    (dt.date(2025, 12, 30), dt.date(2026, 1, 2), "es", "del 30 de diciembre de 2025 al 2 de enero de 2026"),
+    (dt.date(2026, 3, 30), dt.date(2026, 4, 1), "en", "30 March – 1 April 2026"),
+    (dt.date(2026, 4, 1), dt.date(2026, 4, 11), "fr", "1–11 April 2026"),  # unknown language: English
+    (dt.date(2026, 4, 1), None, "ca", "1 d'abril de 2026"),
 ])
 def test_format_dates(start, end, lang, expected):
     assert format_dates(start, end, lang) == expected
