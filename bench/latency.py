@@ -21,21 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
 import smtplib
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _stack import free_ports  # noqa: E402 - bench/ is on sys.path when run as a script
-
-REPO = Path(__file__).resolve().parents[1]
-EVENTS = "events@crm.cat"
-COORDINATOR = "nhernandez@crm.cat"
+from _stack import COORDINATOR, EVENTS, Stack  # noqa: E402 - bench/ is on sys.path when run as a script
 
 
 def inquiry(i: int) -> bytes:
@@ -89,64 +81,18 @@ def main() -> int:
         print("bench/latency.py needs root (the private Dovecot stores mail as user 'mail')", file=sys.stderr)
         return 2
 
-    work = Path(tempfile.mkdtemp(prefix="guard-bench-"))
-    work.chmod(0o755)
-    mail_dir = work / "stack"
-    imap_port, imaps_port, smtp_port = free_ports(3)
-    env = dict(os.environ, MAIL_DIR=str(mail_dir), IMAP_PORT=str(imap_port), IMAPS_PORT=str(imaps_port),
-               SMTP_PORT=str(smtp_port), PYTHON=sys.executable)
-    stack = ["bash", str(REPO / "scripts" / "mailstack.sh")]
-    subprocess.run(stack + ["start"], env=env, check=True, capture_output=True)
-    guard = None
-    try:
-        (work / "pw").write_text("secret\n")
-        rules = f'[rules]\nshipped_dir = "{REPO / "tests" / "integration" / "daemon_rules"}"\n' if args.test_rules else ""
-        (work / "guard.toml").write_text(f"""
-[institute]
-name = "Centre de Recerca Matemàtica"
-short_name = "CRM"
-official_domains = ["crm.cat"]
-protected_names = ["crm"]
-events_address = "{EVENTS}"
-[institute.coordinator]
-name = "Núria Hernández"
-address = "{COORDINATOR}"
-[imap]
-host = "127.0.0.1"
-port = {imap_port}
-tls = "starttls"
-ca_file = "{mail_dir / 'dovecot' / 'cert.pem'}"
-username = "{EVENTS}"
-password_file = "{work / 'pw'}"
-[smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-[daemon]
-journal = "{work / 'journal.sqlite3'}"
-max_replies_per_hour = 100000
-{rules}""")
-        log = open(work / "guard.log", "wb")
-        guard = subprocess.Popen([sys.executable, "-m", "guard", "--config", str(work / "guard.toml"), "run"],
-                                 cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=log,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while b"IDLE)" not in (work / "guard.log").read_bytes():
-            if guard.poll() is not None or time.monotonic() > deadline:
-                print((work / "guard.log").read_text(), file=sys.stderr)
-                return 1
-            time.sleep(0.05)
-        time.sleep(0.5)
+    with Stack(test_rules=args.test_rules, keep=args.keep) as st:
+        st.start_guard()
 
         print(f"sending {args.n} inquiries, one every {args.interval:g} s ...", file=sys.stderr)
-        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as s:
+        with smtplib.SMTP("127.0.0.1", st.smtp_port, timeout=30) as s:
             for i in range(args.n):
                 t = time.monotonic()
                 s.sendmail(f"b{i}@example.net", [EVENTS], inquiry(i))
                 time.sleep(max(0.0, args.interval - (time.monotonic() - t)))
         deadline = time.monotonic() + 60
         while True:
-            entries = sink(mail_dir)
+            entries = sink(st.mail_dir)
             acks = {tos[0]: ns for ns, frm, tos, _ in entries if frm == "" and tos and tos[0].startswith("b")}
             if len(acks) >= args.n or time.monotonic() > deadline:
                 break
@@ -179,18 +125,6 @@ max_replies_per_hour = 100000
         if missing:
             print(f"  {missing} message(s) got no acknowledgement within 60 s")
         return 0 if not missing else 1
-    finally:
-        if guard is not None and guard.poll() is None:
-            guard.send_signal(signal.SIGTERM)
-            try:
-                guard.wait(15)
-            except subprocess.TimeoutExpired:
-                guard.kill()
-        subprocess.run(stack + ["stop"], env=env, capture_output=True)
-        if args.keep:
-            print(f"work directory kept: {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
