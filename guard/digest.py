@@ -96,6 +96,11 @@ class Send:
     error: str | None = None
 
 
+#: how the digest words a send taken as sent after a crash at its commit point (guard/journal.py)
+UNCONFIRMED_NOTE = ("unconfirmed: guard stopped while handing it to the SMTP server; it almost certainly "
+                    "arrived, and it was not sent twice")
+
+
 @dataclass(frozen=True)
 class Record:
     """What the journal keeps of one handled message for the digest (no body: a fingerprint)."""
@@ -268,8 +273,11 @@ def build(records: Iterable[Record], period: Period, options: Options = Options(
             failed.append(_item(r, top, r.note or "could not be processed"))
             continue
         for s in r.sends:
+            unconfirmed = s.state == "sent" and (s.error or "").startswith("unconfirmed")
             if s.kind == "reply" and s.state == "sent":
-                sent.append(_item(r, top, s.template))
+                sent.append(_item(r, top, s.template + (f" ({UNCONFIRMED_NOTE})" if unconfirmed else "")))
+            elif unconfirmed:  # a forward or alert to the coordinator: worth a look
+                failed.append(_item(r, top, f"{s.kind} {s.template}: {UNCONFIRMED_NOTE}"))
             if s.state == "failed":
                 failed.append(_item(r, top, f"{s.kind} {s.template} failed: {s.error or 'unknown error'}"))
         for action, reasons in r.suppressed:

@@ -88,11 +88,11 @@ def _server_text(exc: aiosmtplib.SMTPResponseException) -> str:
 class SmtpMailer:
     """One SMTP connection, reused for consecutive sends (a batch) and closed by :meth:`close`.
 
-    ``on_commit`` (optional) is called once per message at its *commit point*: after the
-    server's 354 to DATA, synchronously, immediately before the message text and its final dot
-    are written. The executor journals ``sending`` there, so a crash of guard before that line
-    means "not sent" and after it "the server has it" (see :mod:`guard.journal`). A reused
-    connection that turns out dead before the commit point is replaced once, transparently.
+    ``on_commit`` (optional) is called once per message at its *commit point*: the whole text has
+    left guard for the kernel and only the final dot is still to be written, right after the
+    call. The executor journals ``sending`` there, so a crash of guard before that line means
+    "not sent" and after it "the server has it" (see :mod:`guard.journal`). A reused connection
+    that turns out dead before the commit point is replaced once, transparently.
     """
 
     #: QUIT and reconnect after this many messages on one connection (servers limit it too)
@@ -252,28 +252,63 @@ class _CommitFailed(Exception):
 
 
 async def _data_with_commit_point(client: aiosmtplib.SMTP, raw: bytes, commit: Callable[[], None]):
-    """DATA, calling ``commit()`` between the server's 354 and the write of the message and its dot.
+    """DATA, with ``commit()`` called once the whole message text is with the kernel and only its
+    final dot is still to be written.
 
-    aiosmtplib writes ``DATA`` and then the whole escaped message in one ``protocol.write``;
-    the hook sits on that second write, so no await separates the commit from the hand-over.
-    (Pinned by tests/unit/test_mailer_commit_point.py against a real SMTP server.)"""
+    aiosmtplib writes ``DATA``, waits for 354, then writes the escaped message and its final
+    ``.<CRLF>`` in one ``protocol.write``. The hook on that write hands over the text without the
+    dot; a task waits until the transport's own buffer is empty (a big message may not fit the
+    socket at once, and what is still in our buffer dies with the process), then calls
+    ``commit()`` and writes the dot, with no await in between. So a crash before the commit means
+    the server never saw the dot (it drops the message: an intent, sent again) and a crash after
+    it means the kernel delivers the dot after the process is gone (the server has the message:
+    taken as sent). (Pinned by tests/unit/test_mailer_commit_point.py against a real SMTP server.)"""
     proto = client.protocol
     original = proto.write
+    failure: list[BaseException] = []
+    finishing: list[asyncio.Task] = []
+
+    async def hand_over_the_dot(dot: bytes) -> None:
+        transport = proto.transport
+        while transport is not None and not transport.is_closing() and transport.get_write_buffer_size():
+            await asyncio.sleep(0.0005)
+        if transport is None or transport.is_closing():
+            return
+        try:
+            commit()
+        except BaseException as exc:  # the journal failed: hand nothing over; the server drops the text
+            failure.append(exc)
+            transport.abort()
+            return
+        original(dot)
 
     def write(data: bytes) -> None:
-        if data != b"DATA\r\n":
-            proto.write = original
-            try:
-                commit()
-            except BaseException as exc:  # the journal failed: hand nothing over, and say why
-                raise _CommitFailed(exc) from exc
+        if data == b"DATA\r\n":
+            original(data)
+            return
+        proto.write = original
+        if data.endswith(b"\r\n.\r\n"):
+            original(data[:-3])
+            finishing.append(asyncio.ensure_future(hand_over_the_dot(data[-3:])))
+            return
+        try:  # not the shape expected of aiosmtplib: commit before the whole write, as the next best
+            commit()
+        except BaseException as exc:
+            raise _CommitFailed(exc) from exc
         original(data)
 
     proto.write = write
     try:
         return await client.data(raw)
+    except BaseException:
+        if failure:
+            raise _CommitFailed(failure[0]) from None
+        raise
     finally:
         proto.write = original
+        for task in finishing:
+            if not task.done():
+                task.cancel()
 
 
 class FileMailer:

@@ -468,3 +468,15 @@ def test_a_failing_retrain_keeps_the_model_and_waits(monkeypatch):
     assert asyncio.run(sched.maybe_run()) is False
     before = Ex.classifier
     assert calls == [1] and Ex.classifier is before and not sched._due()  # waits for new labels / the period
+
+
+def test_sends_taken_as_sent_after_a_crash_are_shown_as_unconfirmed():
+    note = "unconfirmed: guard stopped after handing the message to the SMTP server, before its answer"
+    rec = dg.Record("<u@x>", "pat@example.org", "Visa letter", T, "inquiry", 0.0, (), "Guard/Routed",
+                    sends=(dg.Send("forward", "forward_summary", "sent", note),
+                           dg.Send("reply", "inquiry_ack", "sent", note)))
+    data = dg.build([rec], dg.Period(None, T + timedelta(hours=1)))
+    (sent,) = data.replies_sent
+    assert sent.detail.startswith("inquiry_ack (unconfirmed")
+    (flagged,) = data.failed  # the coordinator's own copy may be missing: said where they look
+    assert flagged.detail.startswith("forward forward_summary: unconfirmed")

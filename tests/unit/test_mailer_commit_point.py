@@ -136,3 +136,22 @@ def test_a_reused_connection_that_died_is_replaced_before_the_commit_point(serve
 
     asyncio.run(go())
     assert commits == [1, 2] and len(handler.messages) == 2
+
+
+def test_a_big_message_commits_only_once_all_its_text_has_left_guard(server):
+    """What is still in guard's own buffer dies with the process: the commit waits for it."""
+    ctl, handler, events, _ = server
+    m = mailer_for(ctl)
+    big = RAW + b"x" * 998 + b"\r\n" + (b"line of a long forwarded original\r\n" * 200_000)
+    seen: list[int] = []
+
+    def commit():
+        seen.append(m._client.protocol.transport.get_write_buffer_size())
+
+    async def go():
+        await m.send(big, "", ["pat@example.org"], on_commit=commit)
+        await m.close()
+
+    asyncio.run(go())
+    assert seen == [0]
+    assert len(handler.messages) == 1 and handler.messages[0].endswith(b"line of a long forwarded original\r\n")
