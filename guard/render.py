@@ -82,7 +82,8 @@ class _HeaderClasses(email.headerregistry.HeaderRegistry):
         return made
 
 
-_SMTP = email.policy.SMTP.clone(max_line_length=78, header_factory=_HeaderClasses())
+#: 76: RFC 2045 caps quoted-printable lines at 76 characters (headers fold there too, within RFC 5322's 78)
+_SMTP = email.policy.SMTP.clone(max_line_length=76, header_factory=_HeaderClasses())
 #: the same, but a header stored with set_raw (MessageIds, already folded) is written as it is
 _SMTP_RAW = _SMTP.clone(refold_source="none")
 #: a message identifier guard repeats in In-Reply-To / References: printable ASCII, no spaces or

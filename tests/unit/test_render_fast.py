@@ -42,7 +42,7 @@ from guard.render import (
 from guard.verdict import Reason, Verdict
 
 #: the policy as it was: the stdlib's own header registry
-PLAIN = email.policy.SMTP.clone(max_line_length=78, refold_source="none")  # set_raw headers as they are
+PLAIN = email.policy.SMTP.clone(max_line_length=76, refold_source="none")  # set_raw headers as they are
 R = Renderer(shipped("templates"))
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 IDENTS = [
@@ -294,3 +294,13 @@ def test_long_message_ids_thread_instead_of_becoming_encoded_words():
     assert str(reparsed["References"]).split() == [*refs.split(), long_id]
     head = out.split(b"\r\n\r\n", 1)[0]
     assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+
+
+def test_quoted_printable_lines_stay_within_rfc_2045s_76_characters():
+    raw = (SAMPLES[0]).read_bytes()
+    msg = parse(raw)
+    for template in REPLIES:
+        out = build_reply(R, template, msg=msg, verdict=VERDICTS[1], ident=IDENTS[0], now=NOW,
+                          message_id="<guard.2@crm.cat>").raw
+        body = out.split(b"\r\n\r\n", 1)[1]
+        assert max(len(line) for line in body.split(b"\r\n")) <= 76, template
