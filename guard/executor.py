@@ -104,7 +104,7 @@ class Executor:
         self.batch_bytes = batch_bytes
         self.uidvalidity: int | None = None
         #: the latest outcomes (the demo's table, tests); bounded, the journal is the record
-        self.outcomes: deque[Outcome] = deque(maxlen=10_000)
+        self.outcomes: deque[Outcome] = deque(maxlen=1_000)
 
     @property
     def mode(self) -> str:
