@@ -126,7 +126,10 @@ def find_lookalike(domain: str, official_domains: tuple[str, ...], official_name
     skel = skeleton(label)
     for off in official_domains:
         off_label = label_of(off)
-        if skeleton(off_label) == skel:
+        if skeleton(off_label) == skel and (label != off_label or len(off_label) >= 4):
+            # the very same short name under another suffix is no imitation by itself: unrelated
+            # organisations share two- and three-letter names (ua.pt, Aveiro; ua.es, Alicante). The
+            # institute's own short names are protected_names, caught as "name-inside" below.
             return LookAlike(dom, off, "homoglyph")
         n = len(off_label)
         if n >= 4:

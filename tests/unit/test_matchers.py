@@ -81,6 +81,13 @@ def test_lookalike(domain, how):
     assert (found.how if found else None) == how
 
 
+def test_the_same_short_name_under_another_suffix_is_not_a_lookalike_by_itself():
+    assert find_lookalike("ua.pt", ("ua.es",), ()) is None  # Aveiro is not imitating Alicante
+    assert find_lookalike("uа.pt", ("ua.es",), ()).how == "homoglyph"  # a Cyrillic "а" is
+    assert find_lookalike("birs.com", ("birs.ca",), ()).how == "homoglyph"  # four letters and more: still
+    assert find_lookalike("crm.com", ("crm.cat",), ("crm",)).how == "name-inside"  # own names stay protected
+
+
 def test_lookalike_edit_distance_on_longer_names():
     assert find_lookalike("birs-ca.org", ("birs.ca",), ()) is None
     assert find_lookalike("uniivesity.edu", ("university.edu",), ()).how == "edit-distance"
