@@ -82,8 +82,9 @@ class _HeaderClasses(email.headerregistry.HeaderRegistry):
         return made
 
 
-#: 76: RFC 2045 caps quoted-printable lines at 76 characters (headers fold there too, within RFC 5322's 78)
-_SMTP = email.policy.SMTP.clone(max_line_length=76, header_factory=_HeaderClasses())
+_SMTP = email.policy.SMTP.clone(max_line_length=78, header_factory=_HeaderClasses())
+#: RFC 2045 caps quoted-printable lines at 76 characters (headers fold at RFC 5322's 78)
+QP_LINE = 76
 #: the same, but a header stored with set_raw (MessageIds, already folded) is written as it is
 _SMTP_RAW = _SMTP.clone(refold_source="none")
 #: a message identifier guard repeats in In-Reply-To / References: printable ASCII, no spaces or
@@ -460,8 +461,13 @@ def _address(name: str, addr: str) -> Address:
 
 
 def _alternative(m: EmailMessage, text: str, html: str, seed: str) -> None:
-    m.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    m.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    headers_policy = m.policy
+    m.policy = headers_policy.clone(max_line_length=QP_LINE)  # the policy's width is the QP line width
+    try:
+        m.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+        m.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    finally:
+        m.policy = headers_policy
     m.set_boundary(_boundary(seed, 1))
 
 
@@ -523,7 +529,7 @@ def _qp_body(content: str) -> bytes:
     """A text part's body as contentmanager.set_text_content(cte="quoted-printable") encodes it and the
     generator writes it (CRLF line ends)."""
     lines = content.encode("utf-8").splitlines()
-    data = email.quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), _SMTP.max_line_length)
+    data = email.quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), QP_LINE)
     return _NLCRE.sub("\r\n", data).encode("ascii", "surrogateescape")
 
 

@@ -42,7 +42,7 @@ from guard.render import (
 from guard.verdict import Reason, Verdict
 
 #: the policy as it was: the stdlib's own header registry
-PLAIN = email.policy.SMTP.clone(max_line_length=76, refold_source="none")  # set_raw headers as they are
+PLAIN = email.policy.SMTP.clone(max_line_length=78, refold_source="none")  # set_raw headers as they are
 R = Renderer(shipped("templates"))
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 IDENTS = [
@@ -102,8 +102,11 @@ def ref_base(ident, *, to, subject, now, message_id, auto, reply_to=None) -> Ema
 
 
 def ref_alternative(m, text, html, seed) -> None:
+    headers_policy = m.policy
+    m.policy = headers_policy.clone(max_line_length=76)  # bodies at RFC 2045's quoted-printable width
     m.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
     m.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    m.policy = headers_policy
     m.set_boundary(_boundary(seed, 1))
 
 
@@ -294,6 +297,12 @@ def test_long_message_ids_thread_instead_of_becoming_encoded_words():
     assert str(reparsed["References"]).split() == [*refs.split(), long_id]
     head = out.split(b"\r\n\r\n", 1)[0]
     assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+
+
+def test_a_subject_that_fits_78_columns_stays_on_its_line():
+    # at 76 columns the email package moved this whole digest subject to a continuation line
+    line = render._header_line("Subject", "[guard] digest 2026-11-23: 1 urgent, 2 scam campaign(s), 0 to review")
+    assert line.startswith(b"Subject: [guard] digest") and line.count(b"\r\n") == 1
 
 
 def test_quoted_printable_lines_stay_within_rfc_2045s_76_characters():
