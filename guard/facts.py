@@ -111,18 +111,18 @@ def merge_events(configured: Sequence, sheets: Sequence) -> list:
 # -- which event a message is about ------------------------------------------------------
 
 _MONTHS = {
-    1: "january jan enero ene gener gen janvier janv gennaio januar",
-    2: "february feb febrero febr febrer fevrier fevr febbraio februar",
-    3: "march mar marzo marc mars",
+    1: "january jan enero ene gener gen janvier janv gennaio januar janeiro",
+    2: "february feb febrero febr febrer fevrier fevr febbraio februar fevereiro",
+    3: "march mar marzo marc mars marz maerz marco",
     4: "april apr abril avril aprile",
-    5: "may mayo maig mai maggio",
-    6: "june jun junio juny juin giugno juni",
-    7: "july jul julio juliol juillet luglio juli",
+    5: "may mayo maig mai maggio maio",
+    6: "june jun junio juny juin giugno juni junho",
+    7: "july jul julio juliol juillet luglio juli julho",
     8: "august aug agosto agost aout",
-    9: "september sep sept septiembre setiembre setembre septembre settembre",
-    10: "october oct octubre octobre ottobre oktober",
-    11: "november nov noviembre novembre",
-    12: "december dec diciembre desembre decembre dicembre dezember",
+    9: "september sep sept septiembre setiembre setembre septembre settembre setembro",
+    10: "october oct octubre octobre ottobre oktober outubro",
+    11: "november nov noviembre novembre novembro",
+    12: "december dec diciembre desembre decembre dicembre dezember dezembro",
 }
 _MONTH_OF = {w: n for n, words in _MONTHS.items() for w in words.split()}
 _MONTH_RE = "|".join(sorted(_MONTH_OF, key=len, reverse=True))
@@ -132,8 +132,8 @@ _DATE_PATTERNS = (
     (re.compile(r"(?<!\d)" + _YEAR + r"-(\d{1,2})-(\d{1,2})(?!\d)"), ("y", "m", "d")),
     # June 29, 2025 / june 29th
     (re.compile(r"\b(" + _MONTH_RE + r")\.?\s+(\d{1,2})(?:st|nd|rd|th)?\b(?:,?\s+" + _YEAR + r")?"), ("M", "d", "y")),
-    # 29 June 2025 / 22 de enero de 2026 / 4 d'agost / 15th of June
-    (re.compile(r"(?<!\d)(\d{1,2})(?:st|nd|rd|th|er|o|º)?\s+(?:of\s+|de\s+|d')?(" + _MONTH_RE + r")\b\.?"
+    # 29 June 2025 / 22 de enero de 2026 / 4 d'agost / 15th of June / 7. Januar 2026
+    (re.compile(r"(?<!\d)(\d{1,2})(?:st|nd|rd|th|er|o|º|\.)?\s+(?:of\s+|de\s+|d')?(" + _MONTH_RE + r")\b\.?"
                 r"(?:,?\s+(?:de\s+|del\s+)?" + _YEAR + r")?"), ("d", "M", "y")),
     # 07/01/2026 or 7.1.2026 (day first; month first tried as well)
     (re.compile(r"(?<![\d/.])(\d{1,2})[/.](\d{1,2})[/.]" + _YEAR + r"(?![\d/.])"), ("d", "m", "y")),
