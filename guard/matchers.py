@@ -180,18 +180,15 @@ class PhrasesMatcher(_Matcher):
     field: TextField = "text"
     phrases: list[str] = Field(min_length=1)
     min: int = Field(default=1, ge=1)
+    #: an occurrence does not count when a negation ("no", "nicht", "sans", "sem"...) stands in
+    #: the three words before it, in the same sentence, or inside its ``*`` span ("no prepayment
+    #: is required", "ich habe nichts gegeben")
+    unless_negated: bool = False
 
     def compile(self) -> Check:
-        parts = []
-        for p in self.phrases:
-            words = [re.escape(w) if w != "*" else r"(?:\S+\s){0,3}?" for w in fold(p).split(" ")]
-            body = ""
-            for i, w in enumerate(words):
-                if w.startswith("(?:"):
-                    body += w
-                else:
-                    body += w + (r"\s" if i < len(words) - 1 else "")
-            parts.append(body)
+        if self.unless_negated:
+            return self._compile_negation_aware()
+        parts = [_phrase_body(fold(p).split(" ")) for p in self.phrases]
         if self.min == 1:
             rx = re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)")
             fld = self.field
@@ -210,6 +207,51 @@ class PhrasesMatcher(_Matcher):
             return False
 
         return check
+
+    def _compile_negation_aware(self) -> Check:
+        compiled = []
+        for p in self.phrases:
+            words = fold(p).split(" ")
+            compiled.append((re.compile(r"(?<!\w)" + _phrase_body(words) + r"(?!\w)"),
+                             frozenset(w for w in words if w != "*")))
+        need, fld = self.min, self.field
+
+        def counts(text: str, rx: re.Pattern, own: frozenset[str]) -> bool:
+            for m in rx.finditer(text):
+                before = _SENTENCE_END.split(text[max(0, m.start() - 80):m.start()])[-1].split()[-3:]
+                inside = [w for w in m.group(0).split() if w not in own]
+                if not any(_bare(w) in NEGATIONS for w in (*before, *inside)):
+                    return True
+            return False
+
+        def check(view, ctx):
+            text = view.field(fld, True)
+            return sum(1 for rx, own in compiled if counts(text, rx, own)) >= need
+
+        return check
+
+
+def _phrase_body(words: list[str]) -> str:
+    """A folded phrase as a regex body: words separated by one whitespace, ``*`` up to three words."""
+    body = ""
+    for i, w in enumerate(words):
+        if w == "*":
+            body += r"(?:\S+\s){0,3}?"
+        else:
+            body += re.escape(w) + (r"\s" if i < len(words) - 1 else "")
+    return body
+
+
+#: negation words after folding, in guard's languages (not "mai": it is also May in French and German)
+NEGATIONS = frozenset(
+    "no not nothing never without nor none non ne pas aucun aucune jamais sans rien nicht kein keine keinen "
+    "keiner keines nichts nie niemals ohne sin ningun ninguna nada nunca sense res senza nessun nessuna niente "
+    "sem nao nenhum nenhuma".split())
+_SENTENCE_END = re.compile(r"[.!?;:\n]")
+
+
+def _bare(word: str) -> str:
+    return word.strip(".,;:!?()[]\"'«»")
 
 
 def _in_domains(host: str, names: frozenset[str]) -> bool:

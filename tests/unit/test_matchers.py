@@ -197,3 +197,16 @@ def test_category_table(tmp_path, text, category):
     v = _classifier_with(tmp_path, rules).classify(parse(f"Subject: t\n\n{text}".encode()))
     assert v.category == category
     assert [r.score for r in v.reasons] == sorted((r.score for r in v.reasons), key=lambda s: -abs(s))
+
+
+def test_phrases_unless_negated():
+    m = PhrasesMatcher(type="phrases", phrases=["prepayment is required", "deposito no reembolsable", "ich habe * gegeben"],
+                       unless_negated=True)
+    assert hit(m, "Subject: x\n\nFull prepayment is required today.")
+    assert not hit(m, "Subject: x\n\nNo prepayment is required.")
+    assert hit(m, "Subject: x\n\nNo breakfast. Prepayment is required.")  # another sentence
+    assert hit(m, "Subject: x\n\nSe requiere un depósito no reembolsable.")  # the phrase's own "no"
+    assert not hit(m, "Subject: x\n\nIch habe ihnen nichts gegeben.")  # inside the * span
+    assert hit(m, "Subject: x\n\nIch habe ihnen meine Karte gegeben.")
+    # one plain occurrence is enough even when another is negated
+    assert hit(m, "Subject: x\n\nNo prepayment is required, they said. Now: prepayment is required!")
