@@ -133,19 +133,32 @@ def similarity(fp1: str, fp2: str) -> float:
     return sum(x == y for x, y in zip(a, b)) / NUM_HASHES
 
 
-def group(fingerprints: Sequence[str], threshold: float = 0.5) -> list[int]:
-    """A group number per fingerprint (near-duplicates share one; numbered in order of first member).
+class DisjointSets:
+    """Union-find over 0..n-1 (path halving); a set's root is its smallest member."""
 
-    A missing or malformed fingerprint is a group of its own."""
-    n = len(fingerprints)
-    parent = list(range(n))
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
 
-    def find(x: int) -> int:
+    def find(self, x: int) -> int:
+        parent = self.parent
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def group(fingerprints: Sequence[str], threshold: float = 0.5) -> list[int]:
+    """A group number per fingerprint (near-duplicates share one; numbered in order of first member).
+
+    A missing or malformed fingerprint is a group of its own."""
+    n = len(fingerprints)
+    sets = DisjointSets(n)
+    find = sets.find
     sigs = [_unpack(f) for f in fingerprints]
     rows = NUM_HASHES // BANDS
     buckets: dict[tuple, list[int]] = {}
@@ -162,7 +175,7 @@ def group(fingerprints: Sequence[str], threshold: float = 0.5) -> list[int]:
                     continue
                 checked.add((i, j))
                 if find(i) != find(j) and similarity(fingerprints[i], fingerprints[j]) >= threshold:
-                    parent[max(find(i), find(j))] = min(find(i), find(j))
+                    sets.union(i, j)
     numbers: dict[int, int] = {}
     out = []
     for i in range(n):

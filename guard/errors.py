@@ -9,6 +9,9 @@
 """
 
 
+from pathlib import Path
+
+
 class GuardError(Exception):
     """Base of every error guard raises on purpose."""
 
@@ -31,3 +34,15 @@ class TransientIOError(GuardError):
 
 class PermanentIOError(GuardError):
     pass
+
+
+def read_toml(path: Path, error: type[GuardError] = ConfigError) -> dict:
+    """A TOML file's table, or ``error("<path>: cannot read / not valid TOML: ...")``."""
+    import tomllib
+
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None

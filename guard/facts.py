@@ -34,13 +34,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-import tomllib
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from pydantic import ValidationError
 
-from .errors import ConfigError
+from .errors import ConfigError, read_toml
 from .textutil import fold
 
 SHIPPED = "shipped"
@@ -53,12 +52,7 @@ def load_fact_sheet(path: Path):
     """One validated :class:`~guard.settings.Event` from a TOML file (ConfigError naming file, key, reason)."""
     from .settings import Event
 
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     try:
         return Event.model_validate(data)
     except ValidationError as exc:

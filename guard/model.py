@@ -52,6 +52,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from . import features
+from .campaigns import DisjointSets
 from .errors import ModelError
 from .features import CodeBlock, FeatureSpace, StringBlock, Terms
 from .message import ParsedMessage, parse
@@ -506,13 +507,7 @@ def extract_all(samples: Sequence[Sample], jobs: int = 2, progress: Callable[[st
 def near_duplicate_groups(signatures: Sequence[np.ndarray], prefix: str = "dup") -> list[str]:
     """Cluster messages whose MinHash signatures share a band (LSH, 8 bands of 4): near-duplicates share a group."""
     n = len(signatures)
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+    sets = DisjointSets(n)
 
     rows = _MINHASH_K // _MINHASH_BANDS
     for band in range(_MINHASH_BANDS):
@@ -521,10 +516,8 @@ def near_duplicate_groups(signatures: Sequence[np.ndarray], prefix: str = "dup")
             key = sig[band * rows : (band + 1) * rows].tobytes()
             j = seen.setdefault(key, i)
             if j != i:
-                a, b = find(i), find(j)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    return [f"{prefix}:{find(i)}" for i in range(n)]
+                sets.union(i, j)
+    return [f"{prefix}:{sets.find(i)}" for i in range(n)]
 
 
 # -- fitting ----------------------------------------------------------------------------------

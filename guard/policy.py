@@ -34,7 +34,6 @@ covers. Errors name the file, the row and the reason.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -48,7 +47,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
+from .errors import ConfigError, read_toml
 from .verdict import CATEGORIES, Verdict
 
 FOLDER_KEYS = ("quarantine", "review", "routed", "automated", "not_scam", "scam", "other")
@@ -204,13 +203,7 @@ def decide(policy: Policy, verdict: Verdict) -> Plan:
 
 def load_policy(path: Path, *, templates: frozenset[str] | None = None) -> Policy:
     """Read and validate a policy file; ``templates`` (if given) are the names that exist."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_policy(data, str(path), templates=templates)
+    return parse_policy(read_toml(path), str(path), templates=templates)
 
 
 def parse_policy(data: dict, source: str, *, templates: frozenset[str] | None = None) -> Policy:

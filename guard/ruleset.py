@@ -34,14 +34,13 @@ file, the rule id and the reason.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import RuleError
+from .errors import RuleError, read_toml
 from .matchers import Check, Matcher, MetaMatcher
 
 ID_PATTERN = r"^(__)?[A-Z][A-Z0-9_]*$"
@@ -128,12 +127,7 @@ def _explain(exc: ValidationError) -> str:
 
 
 def _read(path: Path) -> RuleFile:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _rule_error(path, None, f"cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise _rule_error(path, None, f"not valid TOML: {exc}") from None
+    data = read_toml(path, RuleError)
     try:
         return RuleFile.model_validate(data)
     except ValidationError as exc:

@@ -16,7 +16,6 @@ import datetime as dt
 import ipaddress
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
-from .errors import ConfigError
+from .errors import ConfigError, read_toml
 from .paths import bundled_config
 from .textutil import fold
 
@@ -550,12 +549,7 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> GuardSett
     file = Path(path) if path is not None else bundled_config()
     if not file.is_file():
         raise ConfigError(f"{file}: configuration file not found")
-    try:
-        tomllib.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    read_toml(file)  # a clear error before pydantic-settings reads it
 
     class _FromFile(GuardSettings):
         @classmethod
