@@ -53,15 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {cpu})
 
     sys.path.insert(0, str(REPO))
-    from guard.assemble import build_classifier, load_rules
-    from guard.message import parse
+    from guard.classification.assemble import build_classifier, load_rules
+    from guard.mail.message import parse
     from guard.settings import load_settings
 
     settings = load_settings(None)
     ruleset = load_rules(settings)
     model = None
     if args.model is not None:
-        from guard.model import ARTEFACT_NAME, load_model
+        from guard.classification.model import ARTEFACT_NAME, load_model
 
         model = load_model(args.model / ARTEFACT_NAME)
     clf = build_classifier(settings, model=model, ruleset=ruleset)

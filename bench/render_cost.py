@@ -6,12 +6,12 @@
     .venv/bin/python bench/render_cost.py --dump FILE     # write every rendered output (to compare two versions)
 
 Over the messages in guard/samples/ (parsed and classified once, outside the timing):
-``fingerprint`` is :func:`guard.campaigns.fingerprint` as the journal calls it
-(guard.digest_journal.facts_of), ``build_reply`` renders every reply template for every
+``fingerprint`` is :func:`guard.digest.campaigns.fingerprint` as the journal calls it
+(guard.digest.records.facts_of), ``build_reply`` renders every reply template for every
 message (live and shadow mode), ``build_forward`` every forward template, each call with its
 own clock reading and Message-ID; ``forward+reply`` is what an inquiry costs (forward_summary
 and inquiry_ack for one message, the memos cleared first: a new sender, the realistic figure). Figures are CPU milliseconds per call, best of ``--repeats``
-runs of ``--rounds`` passes each. ``--cold`` clears guard.render's memos (folded header lines, the
+runs of ``--rounds`` passes each. ``--cold`` clears guard.respond.render's memos (folded header lines, the
 last message's event) before every call: the worst case, a new sender, subject and second every
 time and one output per message. Without it every message renders several outputs in a row and
 more headers repeat than in a real run: the truth lies in between.
@@ -33,11 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from guard import campaigns, render  # noqa: E402
-from guard.assemble import build_classifier, load_rules  # noqa: E402
-from guard.daemon import load_policy_and_templates  # noqa: E402
-from guard.digest_journal import FINGERPRINT_CHARS  # noqa: E402
-from guard.message import parse  # noqa: E402
-from guard.render import Identity, build_forward, build_reply  # noqa: E402
+from guard.classification.assemble import build_classifier, load_rules  # noqa: E402
+from guard.daemon.service import load_policy_and_templates  # noqa: E402
+from guard.digest.records import FINGERPRINT_CHARS  # noqa: E402
+from guard.mail.message import parse  # noqa: E402
+from guard.respond.render import Identity, build_forward, build_reply  # noqa: E402
 from guard.settings import load_settings  # noqa: E402
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--profile", choices=("fingerprint", "reply", "forward"))
     ap.add_argument("--dump", type=Path, help="write a digest of every output (to compare two versions)")
-    ap.add_argument("--cold", action="store_true", help="clear guard.render's memos before every call")
+    ap.add_argument("--cold", action="store_true", help="clear guard.respond.render's memos before every call")
     args = ap.parse_args()
     renderer, ident, items = load()
     j = jobs(renderer, ident, items, cold=args.cold)

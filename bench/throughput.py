@@ -10,7 +10,7 @@ What it does, in one run (see bench/README.md for the reasoning):
 
 1. reads the public corpus (``--corpus``, default ``../shared/corpus`` beside the repository;
    labels.tsv: path, spam|ham|phishing, subset), parses every message and groups near-duplicates
-   with guard.model's MinHash clustering;
+   with guard.classification.model's MinHash clustering;
 2. makes ONE deterministic held-out split: StratifiedGroupKFold(5, shuffle, seed 0) stratified
    by label, near-duplicate clusters kept whole, the first fold (~20 %) held out;
 3. trains guard's model exactly as ``guard train`` does (own events-office train examples +
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             print("throughput: the peer filters need root; run as root or use --skip-peers", file=sys.stderr)
             return 2
 
-    from guard.model import (
+    from guard.classification.model import (
         BUCKETS, OPERATING_THRESHOLD, build_training_set, fit_model, read_own, read_public, save_model, versions,
     )
 
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         split = {
             "method": f"StratifiedGroupKFold(n_splits={max(2, round(1 / args.test_fraction))}, shuffle=True, "
                       f"random_state={args.seed}) over the public corpus, stratified by label, grouped by "
-                      "near-duplicate cluster (guard.model.near_duplicate_groups); first fold held out",
+                      "near-duplicate cluster (guard.classification.model.near_duplicate_groups); first fold held out",
             "near_duplicate_clusters": n_groups,
             "train_public": dict(Counter(samples[i].category for i in train_pub)),
             "heldout": dict(Counter(samples[i].category for i in held_idx)),

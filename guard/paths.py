@@ -26,3 +26,8 @@ def bundled_config() -> Path:
 
 def samples_dir() -> Path:
     return _PKG / "samples"
+
+
+def state_models_dir(settings) -> Path:
+    """Where scheduled retraining keeps the models it swaps in: ``models/`` beside the journal."""
+    return Path(settings.daemon.journal).parent / "models"

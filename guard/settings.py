@@ -17,15 +17,15 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
-from .errors import ConfigError, read_toml
-from .paths import bundled_config
-from .textutil import fold
+from guard.errors import ConfigError, read_toml
+from guard.paths import bundled_config, shipped
+from guard.mail.textutil import fold
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -166,7 +166,7 @@ def _readable(path: Path, what: str) -> None:
 
 
 class OAuth2Settings(BaseModel):
-    """XOAUTH2 tokens fetched and refreshed by guard itself (guard/oauth.py)."""
+    """XOAUTH2 tokens fetched and refreshed by guard itself (guard/daemon/oauth.py)."""
 
     model_config = _FROZEN
     #: microsoft (msal), google (its token endpoint) or generic (any RFC 6749 token endpoint: token_url)
@@ -378,7 +378,7 @@ class DaemonSettings(BaseModel):
 
 
 class HealthSettings(BaseModel):
-    """/healthz and /metrics over HTTP on a loopback address (guard/health.py)."""
+    """/healthz and /metrics over HTTP on a loopback address (guard/daemon/health.py)."""
 
     model_config = _FROZEN
     enabled: bool = False
@@ -415,7 +415,7 @@ class AccountSettings(BaseModel):
 
 
 class DigestSettings(BaseModel):
-    """The coordinator's digest (guard/digest.py): when, and when a campaign gets an advisory draft."""
+    """The coordinator's digest (guard/digest/build.py): when, and when a campaign gets an advisory draft."""
 
     model_config = _FROZEN
     enabled: bool = True
@@ -452,7 +452,7 @@ class DigestSettings(BaseModel):
 
 
 class LearningSettings(BaseModel):
-    """Learning from the coordinator's corrections (guard/corrections.py)."""
+    """Learning from the coordinator's corrections (guard/learning/corrections.py)."""
 
     model_config = _FROZEN
     enabled: bool = True
@@ -473,7 +473,7 @@ class GuardSettings(BaseSettings):
     )
     institute: Institute
     events: list[Event] = []
-    #: directories of event fact sheets (*.toml, one event each; see guard/facts.py), merged with
+    #: directories of event fact sheets (*.toml, one event each; see guard/respond/facts.py), merged with
     #: [[events]] at load time; "shipped" = guard's own events/, relative paths = next to this file
     events_dirs: list[str] = []
     thresholds: ThresholdSettings = ThresholdSettings()
@@ -481,7 +481,7 @@ class GuardSettings(BaseSettings):
     imap: ImapSettings | None = None
     smtp: SmtpSettings | None = None
     daemon: DaemonSettings = DaemonSettings()
-    #: several watched mailboxes (instead of [imap]); see guard/accounts.py
+    #: several watched mailboxes (instead of [imap]); see guard/daemon/supervisor.py
     accounts: list[AccountSettings] = []
     health: HealthSettings = HealthSettings()
     logging: LoggingSettings = LoggingSettings()
@@ -566,8 +566,62 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> GuardSett
             lines.append(f"{file}: {key}: {msg}")
         raise ConfigError("\n".join(lines)) from None
     if loaded.events_dirs:
-        from .facts import load_fact_sheets, merge_events, resolve_dir
-
         sheets = load_fact_sheets(resolve_dir(d, file) for d in loaded.events_dirs)
         loaded = loaded.model_copy(update={"events": merge_events(loaded.events, sheets)})
     return loaded
+
+
+SHIPPED = "shipped"
+
+
+# -- event fact sheets (events/*.toml; what they hold: guard/respond/facts.py) -----------------------------------------------------------------------------
+
+
+def load_fact_sheet(path: Path):
+    """One validated :class:`~guard.settings.Event` from a TOML file (ConfigError naming file, key, reason)."""
+    data = read_toml(path)
+    try:
+        return Event.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{path}: {key}: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def resolve_dir(entry: str, config_file: Path | None) -> Path:
+    if entry == SHIPPED:
+        return shipped("events")
+    p = Path(entry).expanduser()
+    if not p.is_absolute() and config_file is not None:
+        p = config_file.resolve().parent / p
+    return p
+
+
+def load_fact_sheets(directories: Iterable[Path]) -> list:
+    """Every ``*.toml`` in the directories, sorted by file name; ids must be unique across them."""
+    events, seen, errors = [], {}, []
+    for d in directories:
+        if not d.is_dir():
+            raise ConfigError(f"{d}: events_dirs: directory of event fact sheets not found")
+        for f in sorted(d.glob("*.toml")):
+            try:
+                e = load_fact_sheet(f)
+            except ConfigError as exc:
+                errors.append(str(exc))
+                continue
+            if e.id in seen:
+                errors.append(f"{f}: id: event id {e.id!r} is also used by {seen[e.id]}")
+                continue
+            seen[e.id] = f
+            events.append(e)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return events
+
+
+def merge_events(configured: Sequence, sheets: Sequence) -> list:
+    """The configuration's events first, then the sheets whose id the configuration does not use."""
+    ids = {e.id for e in configured}
+    return [*configured, *(e for e in sheets if e.id not in ids)]

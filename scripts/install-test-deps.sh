@@ -31,7 +31,7 @@ APT_PACKAGES=(
   python3-venv    # the project's virtual environment (.venv)
 )
 EXTRA_APT_PACKAGES=(
-  chromium        # headless screenshot test of an HTML reply (tests/unit/test_templates_screenshot.py)
+  chromium        # headless screenshot test of an HTML reply (tests/unit/respond/test_templates_screenshot.py)
   systemd         # systemd-analyze verify deploy/guard.service (tests/unit/test_deploy.py); works without systemd as PID 1
   # spamassassin spamd spamc
   # rspamd

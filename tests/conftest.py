@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from guard.assemble import build_classifier, load_rules
+from guard.classification.assemble import build_classifier, load_rules
 from guard.settings import load_settings
 
 

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for malformed and hostile mail (shared by the tests/unit/test_fuzz_*.py tests).
+"""Hypothesis strategies for malformed and hostile mail (shared by the tests/unit/*/test_fuzz_*.py tests).
 
 ``messages()``          raw bytes built from random headers and parts: anything goes
 ``addressed_messages()`` the same hostile content, but From a plausible sender To the events address,

@@ -22,7 +22,7 @@ from daemon_messages import COORDINATOR, EVENTS, PARTICIPANT, SCAMMER, _crlf, in
 from harness import wait_until
 from test_daemon import Guard, sent_by_guard
 
-from guard.cli import main as guard_main
+from guard.cli.main import main as guard_main
 
 HERE = Path(__file__).resolve().parent
 

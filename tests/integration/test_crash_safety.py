@@ -77,7 +77,7 @@ def run_crash_harness(ms, tmp, *, messages: int, kills: int, seed: int, rate: fl
         print("crash harness:", figures)
         report.assert_exactly_once()
         # not even the same message twice: a send caught between its commit point and the journal's
-        # "sent" is taken as sent (guard/journal.py), and it did reach the server
+        # "sent" is taken as sent (guard/daemon/journal.py), and it did reach the server
         assert report.resent == 0, figures
         return figures
     finally:

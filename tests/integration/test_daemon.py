@@ -33,7 +33,7 @@ from daemon_messages import (
 
 from harness import wait_until
 
-from guard.cli import main as guard_main
+from guard.cli.main import main as guard_main
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -290,7 +290,7 @@ def test_permanent_smtp_refusal_is_surfaced_and_the_message_filed_for_review(gua
     assert ms.fetch_all(COORDINATOR) == [] and len(ms.fetch_all(PARTICIPANT)) == 1
     (filed,) = ms.fetch(EVENTS, "Guard/Review")
     assert b"\\Flagged" in filed.flags
-    db = sqlite3.connect(guard.journal)
+    db = sqlite3.connect(guard.daemon.journal)
     (state, error), = db.execute("SELECT state, last_error FROM outbox WHERE kind='forward'").fetchall()
     db.close()
     assert state == "failed" and "550" in error
@@ -336,7 +336,7 @@ def test_kill_9_mid_batch_then_restart_misses_nothing_and_never_sends_a_second_r
         (orig,) = [p for p in m.iter_attachments() if p.get_content_type() == "message/rfc822"]
         forwarded.setdefault(orig.get_content()["Message-ID"], []).append(m["Message-ID"])
     assert sorted(forwarded) == sorted(ids)  # every inquiry routed, none missed
-    # never sent twice: a send caught at its commit point is taken as sent (guard/journal.py)
+    # never sent twice: a send caught at its commit point is taken as sent (guard/daemon/journal.py)
     repeats = [v for v in (*acks.values(), *forwarded.values()) if len(v) > 1]
     assert repeats == []
 

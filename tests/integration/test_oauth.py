@@ -1,7 +1,7 @@
 """XOAUTH2 against real servers: Dovecot 2.3's oauth2 passdb validating JWTs locally
 (introspection_mode = local, an HMAC key in a dict of files) and the test SMTP server's opt-in
 AUTH XOAUTH2 (same key, same checks), with guard fetching its tokens from a token endpoint on
-127.0.0.1 through the refresh-token grant (guard/oauth.py, provider "generic": the Google flow).
+127.0.0.1 through the refresh-token grant (guard/daemon/oauth.py, provider "generic": the Google flow).
 
 A stack of its own (MAIL_OAUTH_KEY, MAIL_OAUTH_SMTP=1 in scripts/mailstack.sh) so the shared
 session stack stays password-only.
@@ -26,13 +26,13 @@ import pytest
 from daemon_messages import COORDINATOR, EVENTS, INSTITUTE_TOML, PARTICIPANT, inquiry
 from stack_module import integration_conftest
 
-from guard import oauth
-from guard.cli import main as guard_main
+from guard.daemon import oauth
+from guard.cli.main import main as guard_main
 from guard.errors import PermanentIOError
-from guard.health import Health
-from guard.mailbox import ImapMailbox
-from guard.mailer import SmtpMailer
-from guard.metrics import Registry
+from guard.daemon.health import Health
+from guard.daemon.mailbox import ImapMailbox
+from guard.daemon.mailer import SmtpMailer
+from guard.daemon.metrics import Registry
 from guard.settings import ImapSettings, OAuth2Settings, SmtpSettings
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""guard.model: a tiny model trained here scores the same after save/load; tampered or mismatched artefacts are refused."""
+"""guard.classification.model: a tiny model trained here scores the same after save/load; tampered or mismatched artefacts are refused."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from guard import features as F
+from guard.classification import features as F
 from guard.errors import ModelError
-from guard.message import parse
-from guard.model import ARTEFACT_NAME, METADATA_NAME, TRUSTED_TYPES, fit_model, load_model, save_model
+from guard.mail.message import parse
+from guard.classification.model import ARTEFACT_NAME, METADATA_NAME, TRUSTED_TYPES, fit_model, load_model, save_model
 
 EVENTS = ["CRM workshop", "Summer School", "Dynamics conference", "Topology week", "Data science day"]
 NAMES = ["Ana", "Pierre", "Jordi", "Helen", "Marta", "Ken"]
@@ -196,7 +196,7 @@ def test_names(saved):
 
 def test_strict_reader_agrees_with_skops(saved):
     """guard reads the artefact with its own strict skops reader; skops itself must read the same state."""
-    from guard.model import read_skops
+    from guard.classification.model import read_skops
 
     artefact, _ = saved
     ours = read_skops(artefact.read_bytes())
@@ -217,7 +217,7 @@ def test_scoring_does_not_import_sklearn(saved, tmp_path):
 
     artefact, _ = saved
     code = (
-        "import sys; from guard.model import load_model; from guard.message import parse;"
+        "import sys; from guard.classification.model import load_model; from guard.mail.message import parse;"
         f"m = load_model({str(artefact)!r}); m.scam_probability(parse(b'Subject: x\\n\\nhello there'));"
         "bad = [n for n in ('sklearn', 'scipy', 'skops') if n in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from guard.cli import main
-from guard.model import load_model, read_own, read_public
+from guard.cli.main import main
+from guard.classification.model import load_model, read_own, read_public
 
 from test_model_artefact import genuine, scam
 
@@ -69,7 +69,7 @@ def test_train_then_evaluate(own_corpus, tmp_path, capsys):
     assert meta["training"]["label_counts"]["own"] == {"scam": 16, "inquiry": 16, "report": 16}
     # each report adds its forwarded scam as a positive row
     assert meta["training"]["rows"] == 48 + 16 and meta["training"]["positive_rows"] == 16 + 16
-    from guard.message import parse
+    from guard.mail.message import parse
 
     assert model.scam_probability(parse(scam(500))) > 0.5 > model.scam_probability(parse(_report(500)))
 

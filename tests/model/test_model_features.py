@@ -1,4 +1,4 @@
-"""guard.features: the one feature extraction used by training and scoring."""
+"""guard.classification.features: the one feature extraction used by training and scoring."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-from guard import features as F
-from guard.message import parse
+from guard.classification import features as F
+from guard.mail.message import parse
 
 TEXTS = [
     "hello world",

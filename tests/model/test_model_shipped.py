@@ -7,10 +7,10 @@ import tomllib
 
 import pytest
 
-from guard.assemble import build_classifier
-from guard.message import parse
-from guard.model import ARTEFACT_NAME, BUCKETS, METADATA_NAME, OPERATING_THRESHOLD, load_model
-from guard.model_loader import load_default_model
+from guard.classification.assemble import build_classifier
+from guard.mail.message import parse
+from guard.classification.model import ARTEFACT_NAME, BUCKETS, METADATA_NAME, OPERATING_THRESHOLD, load_model
+from guard.classification.model_loader import load_default_model
 from guard.paths import samples_dir, shipped
 
 ARTEFACT = shipped("models") / ARTEFACT_NAME
@@ -63,7 +63,7 @@ def test_full_verdict_on_samples(settings, ruleset, model):
 
 
 def test_bucket_rules_match_the_model_module():
-    """rules/50_model.toml and guard.model.BUCKETS (used by `guard evaluate`) state the same buckets."""
+    """rules/50_model.toml and guard.classification.model.BUCKETS (used by `guard evaluate`) state the same buckets."""
     data = tomllib.loads((shipped("rules") / "50_model.toml").read_text(encoding="utf-8"))
     rules = {r["id"]: r for r in data["rule"] if r["match"]["type"] == "model"}
     assert set(rules) == {b[0] for b in BUCKETS}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from guard.assemble import load_rules, rule_context
-from guard.classify import evaluate
-from guard.matchers import MessageView
-from guard.message import parse
+from guard.classification.assemble import load_rules, rule_context
+from guard.classification.classify import evaluate
+from guard.classification.matchers import MessageView
+from guard.mail.message import parse
 from guard.settings import load_settings
 
 _SETTINGS = load_settings()

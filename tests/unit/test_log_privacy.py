@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 
 from daemon_fakes import FakeMailbox, FakeMailer
 
-from guard.daemon import Daemon
-from guard.journal import Journal
+from guard.daemon.service import Daemon
+from guard.daemon.journal import Journal
 from guard.logging_setup import JsonFormatter, redact, setup_logging
 
 CARD = "4111 1111 1111 1111"

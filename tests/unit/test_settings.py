@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from guard.cli import main
+from guard.cli.main import main
 from guard.errors import ConfigError
 from guard.settings import load_settings
 

@@ -1,0 +1,499 @@
+"""The closed set of matcher kinds a rule can use, as validated data plus a compiled check.
+
+Each matcher kind is a pydantic model (its fields are what a rule file may
+write under ``[rule.match]``) with a ``compile()`` that returns a pure
+function ``check(view, ctx) -> bool``. Nothing here does IO.
+
+Kinds (``type = ...``):
+
+``header``            a header is present, or one of its values matches ``pattern``
+``regex``             a regular expression over a text field
+``phrases``           phrase lists, insensitive to case and diacritics
+``domain``            sender / Reply-To / Return-Path / URL domain in a list
+``lookalike``         a domain imitating an official domain or name
+``impersonation``     the display name uses an official name from an outside address
+``reply_to_differs``  Reply-To points to another domain (or address) than From
+``auth``              SPF / DKIM / DMARC failed
+``card_number``       a Luhn-valid payment-card number appears (never reported back)
+``forwarded``         the message embeds a forwarded message
+``attachment``        an attachment name or type matches
+``defects``           the parser recorded defects
+``inner``             the forwarded message was classified as one of ``categories``
+``model``             the model's scam probability lies in [min, max)
+``meta``              all / any / none of other rules
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Callable, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from guard.mail import domains
+from guard.mail.message import ParsedMessage
+from guard.mail.textutil import find_card_numbers, fold
+
+TextField = Literal["subject", "body", "text", "full_text", "from_name", "from_addr", "signature", "attachment_names"]
+Where = Literal["from", "sender", "reply_to", "return_path", "urls", "to"]
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """Facts rules depend on that come from configuration, not from rule files."""
+
+    official_domains: tuple[str, ...] = ()
+    official_names: tuple[str, ...] = ()
+    lists: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: folded names a sender could hide behind: institute, coordinator, events
+    display_names: tuple[str, ...] = ()
+
+
+class MessageView:
+    """Lazily computed, cached forms of a message's fields for matching."""
+
+    def __init__(self, msg: ParsedMessage, inner_category: str | None = None, model_p: float | None = None):
+        self.msg = msg
+        self.inner_category = inner_category
+        self.model_p = model_p
+        self._cache: dict[tuple[str, bool], str] = {}
+
+    def field(self, name: str, folded: bool) -> str:
+        key = (name, folded)
+        if key not in self._cache:
+            raw = self._raw(name)
+            self._cache[key] = fold(raw) if folded else raw
+        return self._cache[key]
+
+    def _raw(self, name: str) -> str:
+        m = self.msg
+        if name == "subject":
+            return m.subject
+        if name == "body":
+            return m.text
+        if name == "text":
+            return m.subject + "\n" + m.text
+        if name == "full_text":
+            return m.subject + "\n" + m.full_text
+        if name == "from_name":
+            return m.from_.name if m.from_ else ""
+        if name == "from_addr":
+            return m.from_.addr if m.from_ else ""
+        if name == "signature":
+            lines = [ln for ln in m.text.split("\n") if ln.strip()]
+            name_part = m.from_.name if m.from_ else ""
+            return name_part + "\n" + "\n".join(lines[-8:])
+        if name == "attachment_names":
+            return "\n".join(a.filename for a in m.attachments)
+        raise KeyError(name)
+
+    def domains_at(self, where: str) -> list[str]:
+        """Host names found at a place in the message (lower-case)."""
+        m = self.msg
+        if where == "from":
+            return [m.from_.domain] if m.from_ and m.from_.domain else []
+        if where == "sender":
+            return [m.sender.domain] if m.sender and m.sender.domain else []
+        if where == "reply_to":
+            return [a.domain for a in m.reply_to if a.domain]
+        if where == "to":
+            return [a.domain for a in m.to + m.cc if a.domain]
+        if where == "return_path":
+            rp = m.return_path or ""
+            return [rp.rpartition("@")[2]] if "@" in rp else []
+        if where == "urls":
+            return [u.host for u in m.urls]
+        raise KeyError(where)
+
+
+Check = Callable[[MessageView, RuleContext], bool]
+
+
+class _Matcher(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def compile(self) -> Check:  # pragma: no cover - every kind overrides it
+        raise NotImplementedError
+
+    def references(self) -> tuple[str, ...]:
+        return ()
+
+
+def _compile_regex(pattern: str, ignore_case: bool) -> re.Pattern:
+    try:
+        return re.compile(pattern, (re.I if ignore_case else 0) | re.M)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+
+
+class HeaderMatcher(_Matcher):
+    type: Literal["header"]
+    name: str
+    pattern: str | None = None
+    ignore_case: bool = True
+
+    @field_validator("pattern")
+    @classmethod
+    def _valid(cls, v):
+        if v is not None:
+            _compile_regex(v, True)
+        return v
+
+    def compile(self) -> Check:
+        name = self.name
+        if self.pattern is None:
+            return lambda view, ctx: bool(view.msg.header_all(name))
+        rx = _compile_regex(self.pattern, self.ignore_case)
+        return lambda view, ctx: any(rx.search(v) for v in view.msg.header_all(name))
+
+
+class RegexMatcher(_Matcher):
+    type: Literal["regex"]
+    field: TextField = "text"
+    pattern: str
+    ignore_case: bool = True
+    fold: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def _valid(cls, v):
+        _compile_regex(v, True)
+        return v
+
+    def compile(self) -> Check:
+        rx = _compile_regex(self.pattern, self.ignore_case)
+        fld, folded = self.field, self.fold
+        return lambda view, ctx: rx.search(view.field(fld, folded)) is not None
+
+
+class PhrasesMatcher(_Matcher):
+    """Phrases are matched on whole words after folding case and diacritics.
+
+    ``*`` inside a phrase stands for up to three words ("confirm * dates"
+    matches "confirm your arrival dates"). ``min`` is how many different
+    phrases must appear.
+    """
+
+    type: Literal["phrases"]
+    field: TextField = "text"
+    phrases: list[str] = Field(min_length=1)
+    min: int = Field(default=1, ge=1)
+    #: an occurrence does not count when a negation ("no", "nicht", "sans", "sem"...) stands in
+    #: the three words before it, in the same sentence, or inside its ``*`` span ("no prepayment
+    #: is required", "ich habe nichts gegeben")
+    unless_negated: bool = False
+
+    def compile(self) -> Check:
+        if self.unless_negated:
+            return self._compile_negation_aware()
+        parts = [_phrase_body(fold(p).split(" ")) for p in self.phrases]
+        if self.min == 1:
+            rx = re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)")
+            fld = self.field
+            return lambda view, ctx: rx.search(view.field(fld, True)) is not None
+        rxs = [re.compile(r"(?<!\w)" + part + r"(?!\w)") for part in parts]
+        need, fld = self.min, self.field
+
+        def check(view, ctx):
+            text = view.field(fld, True)
+            n = 0
+            for rx1 in rxs:
+                if rx1.search(text):
+                    n += 1
+                    if n >= need:
+                        return True
+            return False
+
+        return check
+
+    def _compile_negation_aware(self) -> Check:
+        compiled = []
+        for p in self.phrases:
+            words = fold(p).split(" ")
+            compiled.append((re.compile(r"(?<!\w)" + _phrase_body(words) + r"(?!\w)"),
+                             frozenset(w for w in words if w != "*")))
+        need, fld = self.min, self.field
+
+        def counts(text: str, rx: re.Pattern, own: frozenset[str]) -> bool:
+            for m in rx.finditer(text):
+                before = _SENTENCE_END.split(text[max(0, m.start() - 80):m.start()])[-1].split()[-3:]
+                inside = [w for w in m.group(0).split() if w not in own]
+                if not any(_bare(w) in NEGATIONS for w in (*before, *inside)):
+                    return True
+            return False
+
+        def check(view, ctx):
+            text = view.field(fld, True)
+            return sum(1 for rx, own in compiled if counts(text, rx, own)) >= need
+
+        return check
+
+
+def _phrase_body(words: list[str]) -> str:
+    """A folded phrase as a regex body: words separated by one whitespace, ``*`` up to three words."""
+    body = ""
+    for i, w in enumerate(words):
+        if w == "*":
+            body += r"(?:\S+\s){0,3}?"
+        else:
+            body += re.escape(w) + (r"\s" if i < len(words) - 1 else "")
+    return body
+
+
+#: negation words after folding, in guard's languages (not "mai": it is also May in French and German)
+NEGATIONS = frozenset(
+    "no not nothing never without nor none non ne pas aucun aucune jamais sans rien nicht kein keine keinen "
+    "keiner keines nichts nie niemals ohne sin ningun ninguna nada nunca sense res senza nessun nessuna niente "
+    "sem nao nenhum nenhuma".split())
+_SENTENCE_END = re.compile(r"[.!?;:\n]")
+
+
+def _bare(word: str) -> str:
+    return word.strip(".,;:!?()[]\"'«»")
+
+
+def _in_domains(host: str, names: frozenset[str]) -> bool:
+    host = host.lower().strip(".")
+    if host in names:
+        return True
+    reg = domains.registrable(host)
+    return reg in names
+
+
+class DomainMatcher(_Matcher):
+    """Domains match themselves and their subdomains. ``lists`` name lists from rule files or config."""
+
+    type: Literal["domain"]
+    where: list[Where] = Field(min_length=1)
+    domains: list[str] = []
+    lists: list[str] = []
+    addresses: list[str] = []
+
+    @model_validator(mode="after")
+    def _something(self):
+        if not (self.domains or self.lists or self.addresses):
+            raise ValueError("give at least one of domains, lists or addresses")
+        return self
+
+    def compile(self) -> Check:
+        fixed = frozenset(d.lower().strip(".") for d in self.domains)
+        addrs = frozenset(a.lower() for a in self.addresses)
+        where, lists = tuple(self.where), tuple(self.lists)
+
+        def check(view, ctx):
+            names = fixed.union(*(ctx.lists.get(n, frozenset()) for n in lists)) if lists else fixed
+            for w in where:
+                # list entries holding an "@" name one sender address
+                if w == "from" and view.msg.from_ and (view.msg.from_.addr in addrs or view.msg.from_.addr in names):
+                    return True
+                for host in view.domains_at(w):
+                    if _in_domains(host, names):
+                        return True
+            return False
+
+        return check
+
+    def references_lists(self) -> tuple[str, ...]:
+        return tuple(self.lists)
+
+
+class LookalikeMatcher(_Matcher):
+    type: Literal["lookalike"]
+    where: list[Where] = Field(min_length=1)
+    how: list[Literal["homoglyph", "edit-distance", "name-inside"]] = ["homoglyph", "edit-distance", "name-inside"]
+
+    def compile(self) -> Check:
+        where, how = tuple(self.where), frozenset(self.how)
+
+        def check(view, ctx):
+            for w in where:
+                for host in view.domains_at(w):
+                    found = _lookalike(host, ctx.official_domains, ctx.official_names)
+                    if found is not None and found.how in how:
+                        return True
+            return False
+
+        return check
+
+
+@functools.lru_cache(maxsize=16384)
+def _lookalike(host, official_domains, official_names):
+    return domains.find_lookalike(host, official_domains, official_names)
+
+
+class ImpersonationMatcher(_Matcher):
+    """The From display name uses the institute's, the coordinator's or an event's name
+    while the address is outside the official domains."""
+
+    type: Literal["impersonation"]
+
+    def compile(self) -> Check:
+        def check(view, ctx):
+            m = view.msg
+            if not m.from_ or not m.from_.name or not ctx.display_names:
+                return False
+            if _in_domains(m.from_.domain, frozenset(ctx.official_domains)):
+                return False
+            name = " " + view.field("from_name", True) + " "
+            return any(_word_in(n, name) for n in ctx.display_names)
+
+        return check
+
+
+def _word_in(needle: str, haystack: str) -> bool:
+    i = haystack.find(needle)
+    while i >= 0:
+        before = haystack[i - 1] if i > 0 else " "
+        after = haystack[i + len(needle)] if i + len(needle) < len(haystack) else " "
+        if not before.isalnum() and not after.isalnum():
+            return True
+        i = haystack.find(needle, i + 1)
+    return False
+
+
+class ReplyToDiffersMatcher(_Matcher):
+    type: Literal["reply_to_differs"]
+    compare: Literal["domain", "address"] = "domain"
+
+    def compile(self) -> Check:
+        by_domain = self.compare == "domain"
+
+        def check(view, ctx):
+            m = view.msg
+            if not m.from_ or not m.reply_to:
+                return False
+            if by_domain:
+                mine = m.from_.registrable
+                return any(r.registrable and r.registrable != mine for r in m.reply_to)
+            return any(r.addr and r.addr != m.from_.addr for r in m.reply_to)
+
+        return check
+
+
+class AuthMatcher(_Matcher):
+    """Authentication failure: any listed method whose result is in ``results``."""
+
+    type: Literal["auth"]
+    methods: list[Literal["spf", "dkim", "dmarc"]] = ["spf", "dkim", "dmarc"]
+    results: list[str] = ["fail", "softfail", "permerror"]
+
+    def compile(self) -> Check:
+        methods, results = tuple(self.methods), frozenset(r.lower() for r in self.results)
+        return lambda view, ctx: any(getattr(view.msg.auth, m) in results for m in methods)
+
+
+class CardNumberMatcher(_Matcher):
+    type: Literal["card_number"]
+    field: TextField = "body"
+
+    def compile(self) -> Check:
+        fld = self.field
+        return lambda view, ctx: bool(find_card_numbers(view.field(fld, False)))
+
+
+class ForwardedMatcher(_Matcher):
+    type: Literal["forwarded"]
+    styles: list[Literal["rfc822", "gmail", "thunderbird", "outlook", "apple", "bare"]] = []
+
+    def compile(self) -> Check:
+        styles = frozenset(self.styles)
+        return lambda view, ctx: bool(view.msg.forwarded) and (not styles or view.msg.forward_style in styles)
+
+
+class AttachmentMatcher(_Matcher):
+    type: Literal["attachment"]
+    filename: str | None = None
+    content_type: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.filename is None and self.content_type is None:
+            raise ValueError("give filename and/or content_type")
+        for p in (self.filename, self.content_type):
+            if p is not None:
+                _compile_regex(p, True)
+        return self
+
+    def compile(self) -> Check:
+        fn = _compile_regex(self.filename, True) if self.filename else None
+        ct = _compile_regex(self.content_type, True) if self.content_type else None
+
+        def check(view, ctx):
+            for a in view.msg.attachments:
+                if (fn is None or fn.search(a.filename)) and (ct is None or ct.search(a.content_type)):
+                    return True
+            return False
+
+        return check
+
+
+class DefectsMatcher(_Matcher):
+    type: Literal["defects"]
+    min: int = Field(default=1, ge=1)
+    pattern: str | None = None
+
+    def compile(self) -> Check:
+        rx = _compile_regex(self.pattern, True) if self.pattern else None
+        need = self.min
+        return lambda view, ctx: sum(1 for d in view.msg.defects if rx is None or rx.search(d)) >= need
+
+
+class InnerMatcher(_Matcher):
+    type: Literal["inner"]
+    categories: list[str] = Field(min_length=1)
+
+    def compile(self) -> Check:
+        cats = frozenset(self.categories)
+        return lambda view, ctx: view.inner_category in cats
+
+
+class ModelMatcher(_Matcher):
+    type: Literal["model"]
+    min: float = Field(ge=0.0, le=1.0)
+    max: float = Field(default=1.0000001, ge=0.0, le=1.0000001)
+
+    def compile(self) -> Check:
+        lo, hi = self.min, self.max
+        return lambda view, ctx: view.model_p is not None and lo <= view.model_p < hi
+
+
+class MetaMatcher(_Matcher):
+    type: Literal["meta"]
+    all: list[str] = []
+    any: list[str] = []
+    none: list[str] = []
+
+    @model_validator(mode="after")
+    def _something(self):
+        if not (self.all or self.any or self.none):
+            raise ValueError("a meta rule needs at least one of all, any, none")
+        return self
+
+    def references(self) -> tuple[str, ...]:
+        return tuple(self.all) + tuple(self.any) + tuple(self.none)
+
+    def compile_meta(self) -> Callable[[dict[str, bool]], bool]:
+        all_, any_, none_ = tuple(self.all), tuple(self.any), tuple(self.none)
+
+        def check(hits: dict[str, bool]) -> bool:
+            return (
+                all(hits[r] for r in all_)
+                and (not any_ or builtins_any(hits[r] for r in any_))
+                and not builtins_any(hits[r] for r in none_)
+            )
+
+        return check
+
+
+builtins_any = any
+
+Matcher = Annotated[
+    Union[
+        HeaderMatcher, RegexMatcher, PhrasesMatcher, DomainMatcher, LookalikeMatcher, ImpersonationMatcher, ReplyToDiffersMatcher,
+        AuthMatcher, CardNumberMatcher, ForwardedMatcher, AttachmentMatcher, DefectsMatcher, InnerMatcher,
+        ModelMatcher, MetaMatcher,
+    ],
+    Field(discriminator="type"),
+]

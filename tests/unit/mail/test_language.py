@@ -1,0 +1,33 @@
+"""The streaming, restricted language-model loader gives the library's own answers."""
+
+from __future__ import annotations
+
+import pytest
+import py3langid.langid as L
+
+from guard.mail import language
+
+TEXTS = [
+    "Bon dia, voldria saber si hi ha allotjament al campus de Bellaterra per al taller",
+    "Hola, quisiera saber si todavía es posible inscribirse en el taller de enero",
+    "Dear organisers, I would like to know whether the registration is still open",
+    "Bonjour, je voudrais une lettre d'invitation pour mon visa",
+    "Ich möchte mich für den Workshop anmelden, bitte",
+    "Vorrei iscrivermi al workshop di gennaio, grazie",
+    "Gostaria de me inscrever no workshop de janeiro",
+    "Beste organisatoren, ik wil me graag inschrijven",
+]
+
+
+def test_restricted_loader_matches_library():
+    mine = language._load_restricted(L.LanguageIdentifier, L.MODEL_DIR / L.MODEL_FILE, language.LANGUAGES)
+    ref = L.LanguageIdentifier.from_model_file(L.MODEL_FILE, norm_probs=True)
+    ref.set_languages(list(language.LANGUAGES))
+    assert sorted(mine.nb_classes) == sorted(language.LANGUAGES)
+    for text in TEXTS:
+        (a, pa), (b, pb) = mine.classify(text), ref.classify(text)
+        assert a == b and pa == pytest.approx(pb, abs=1e-6), text
+
+
+def test_detect_short_text_is_undetermined():
+    assert language.detect("ok") == "und"
