@@ -1,20 +1,25 @@
-"""Finding messages forwarded inline in a body.
+"""Finding messages embedded in a body: inline forwards, pasted header blocks and quoted threads.
 
-Mail clients forward "inline" by pasting a marker line and a small header
-block above the original text. The shapes differ by client and language:
+Mail clients embed a message in the body in a few shapes, which differ by client and language:
 
 * Gmail:        ``---------- Forwarded message ---------`` then From/Date/Subject/To
 * Thunderbird:  ``-------- Forwarded Message --------`` then Subject/Date/From/To
-* Outlook:      ``-----Original Message-----`` or a line of underscores, then
-                From/Sent/To/Subject (``De:/Enviado:/Para:/Asunto:`` in Spanish,
-                ``De :/Envoyé :/À :/Objet :`` in French, ...)
+* Outlook:      ``-----Original Message-----``, a line of underscores or nothing at all, then
+                From/Sent/To/Subject with localised labels (``De:/Enviado el:/Para:/Asunto:``,
+                ``Von:/Gesendet:/An:/Betreff:``, ``De :/Envoyé :/À :/Objet :``, ...)
 * Apple Mail:   ``Begin forwarded message:`` then From/Subject/Date/To
+* mobile:       ``-------- Original message --------`` (Android), markers without dashes
+* pasted:       a header block typed or copied by hand, two lines (From, Subject) are enough
+* quoted:       a reply thread, ``On ... wrote:`` and ">"-quoted lines (HTML ``<blockquote>``
+                arrives here as ">" lines too, see :func:`guard.mail.message.html_to_text`)
 
-:func:`split_inline` finds the first such block and returns the author's own
-text above it plus the embedded message rebuilt as "headers, blank line,
-body", ready for :func:`guard.mail.message.parse`. A header block with no marker
-(participants who copy the headers by hand) is accepted when it starts with a
-From-like line and has a Subject- or Date-like line right after.
+:func:`split_inline` finds the first embedded message and returns the author's own text above it
+plus the embedded message rebuilt as "headers, blank line, body", ready for
+:func:`guard.mail.message.parse`.
+
+Every byte is hostile, so nothing here backtracks: lines are cut to :data:`MAX_LINE` characters,
+labels and markers are looked up in tables after plain string operations, at most
+:data:`MAX_SCAN_LINES` lines are read, and the one regex left is linear.
 """
 
 from __future__ import annotations
@@ -22,97 +27,138 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_MARKER_WORDS = (
-    "forwarded message|original message|mensaje reenviado|mensaje original|missatge reenviat|"
-    "missatge original|message transf[ée]r[ée]|message d'origine|message original|"
-    "weitergeleitete nachricht|urspr[üu]ngliche nachricht|original-nachricht|messaggio inoltrato|"
-    "messaggio originale|mensagem encaminhada|mensagem original|mensagem reencaminhada|doorgestuurd bericht|"
-    "oorspronkelijk bericht"
-)
-_DASHED = re.compile(rf"^\s*-{{2,}}\s*(?:{_MARKER_WORDS})\s*-{{2,}}\s*$", re.I)
-_APPLE = re.compile(
-    r"^\s*(?:begin forwarded message|inicio del mensaje reenviado|inici del missatge reenviat|"
-    r"d[ée]but du message (?:r[ée]exp[ée]di[ée]|transf[ée]r[ée])|anfang der weitergeleiteten nachricht|"
-    r"inizio messaggio inoltrato|in[íi]cio da mensagem (?:reencaminhada|encaminhada))\s*:?\s*$",
-    re.I,
-)
-_UNDERSCORES = re.compile(r"^\s*_{10,}\s*$")
+#: only the start of a line can be a marker, a header label or an attribution
+MAX_LINE = 300
+MAX_SCAN_LINES = 4000
+MAX_HEADERS = 12
+
+_MARKERS = {
+    # phrase (folded, without dashes, underscores, colons) -> style
+    "forwarded message": "gmail", "forwarded email": "gmail", "forwarded mail": "gmail",
+    "original message": "outlook", "original e-mail": "outlook", "original email": "outlook",
+    "begin forwarded message": "apple",
+    "mensaje reenviado": "gmail", "mensaje original": "outlook", "inicio del mensaje reenviado": "apple",
+    "correo reenviado": "gmail",
+    "missatge reenviat": "gmail", "missatge original": "outlook", "inici del missatge reenviat": "apple",
+    "message transfere": "gmail", "message d'origine": "outlook", "message original": "outlook",
+    "debut du message reexpedie": "apple", "debut du message transfere": "apple",
+    "weitergeleitete nachricht": "gmail", "ursprungliche nachricht": "outlook", "original-nachricht": "outlook",
+    "anfang der weitergeleiteten nachricht": "apple",
+    "messaggio inoltrato": "gmail", "messaggio originale": "outlook", "inizio messaggio inoltrato": "apple",
+    "mensagem encaminhada": "gmail", "mensagem original": "outlook", "mensagem reencaminhada": "gmail",
+    "inicio da mensagem reencaminhada": "apple", "inicio da mensagem encaminhada": "apple",
+    "doorgestuurd bericht": "gmail", "oorspronkelijk bericht": "outlook", "begin doorgestuurd bericht": "apple",
+    "wiadomosc przekazana": "gmail", "przekazana wiadomosc": "gmail", "oryginalna wiadomosc": "outlook",
+    "iletilen ileti": "gmail", "iletilmis ileti": "gmail", "orijinal mesaj": "outlook", "ozgun ileti": "outlook",
+    "転送されたメッセージ": "gmail", "转发的邮件": "gmail", "转发邮件": "gmail", "原始邮件": "outlook",
+    "原始郵件": "outlook", "轉寄郵件": "gmail",
+    "προωθημενο μηνυμα": "gmail", "αρχικο μηνυμα": "outlook",
+    "пересылаемое сообщение": "gmail", "исходное сообщение": "outlook",
+}
+_MARKER_STRIP = "-_=*<>[]() \t:："
 
 _LABELS = {
-    "from": "from|de|von|da|van|från|fra|od|remitente|expéditeur|expediteur",
-    "to": "to|para|per|à|a|an|aan|til|till|destinatario|destinataire|destinatari",
-    "cc": "cc|kopie|còpia|copia",
-    "date": "date|sent|data|fecha|enviado|envoyé|envoye|gesendet|datum|inviato|enviat|enviada|verzonden|skickat|sendt",
-    "subject": "subject|asunto|assumpte|objet|betreff|oggetto|assunto|onderwerp|ämne|emne|tema",
+    "from": "from|de|von|da|van|från|fra|od|remitente|expéditeur|expediteur|gönderen|kimden|absender|"
+            "afzender|nadawca|发件人|寄件者|寄件人|από|от",
+    "to": "to|para|per|à|a|an|aan|til|till|destinatario|destinataire|destinatari|do|kime|empfänger|"
+          "adresat|收件人|收件者|προς|кому",
+    "cc": "cc|kopie|còpia|copia|dw|bilgi|抄送|副本|κοιν",
+    "date": "date|sent|data|fecha|enviado|enviado el|envoyé|envoyé le|envoye|envoye le|gesendet|datum|inviato|"
+            "enviat|enviada|enviada em|enviado em|enviat el|verzonden|skickat|sendt|wysłano|wysłane|tarih|"
+            "gönderildi|gönderilme tarihi|发送时间|日期|時間|时间|寄件日期|ημερομηνία|στάλθηκε|отправлено|дата|"
+            "sent at|date sent",
+    "subject": "subject|asunto|assumpte|objet|betreff|oggetto|assunto|onderwerp|ämne|emne|tema|temat|konu|"
+               "主题|主旨|θέμα|тема",
     "reply-to": "reply-to|responder a|répondre à|antwort an",
 }
-_LABEL_TO_KEY = {}
-for _key, _alts in _LABELS.items():
-    for _alt in _alts.split("|"):
-        _LABEL_TO_KEY[_alt] = _key
-_HEADER_LINE = re.compile(
-    r"^\s*\**\s*(" + "|".join(sorted(map(re.escape, _LABEL_TO_KEY), key=len, reverse=True)) + r")\s*\**\s*:\s*\**\s*(.*?)\s*$",
-    re.I,
-)
-_QUOTE_PREFIX = re.compile(r"^(?:\s*>)+ ?")
-_MAILTO = re.compile(r"\[mailto:([^\]\s]+)\]|<mailto:([^>\s]+)>", re.I)
+_LABEL_TO_KEY = {alt: key for key, alts in _LABELS.items() for alt in alts.split("|")}
+_MAX_LABEL = max(map(len, _LABEL_TO_KEY)) + 4
 
-MAX_SCAN_LINES = 4000
+_ATTRIBUTION_WORDS = (
+    "wrote", "writes", "escribió", "escribio", "va escriure", "ha escrit", "a écrit", "a ecrit", "schrieb",
+    "ha scritto", "escreveu", "schreef", "napisał", "napisała", "napisal", "yazdı", "写道", "寫道", "έγραψε",
+    "написал",
+)
+_MAILTO = re.compile(r"\[mailto:([^\]\s]{1,254})\]|<mailto:([^>\s]{1,254})>", re.I)
+_ADDRESS = re.compile(r"[\w.+'-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
+
+_FOLD_TABLE = str.maketrans("áàâäãéèêëíìîïóòôöõúùûüçñłśźżąęńćšžğışÁÀÂÄÉÈÊËÍÓÖÚÜÇÑŁŚŻĄĘŃĆİŞĞ",
+                            "aaaaaeeeeiiiiooooouuuucnlszzaencszgisAAAAEEEEIOOUUCNLSZAENCISG")
 
 
 @dataclass(frozen=True, slots=True)
 class InlineForward:
     own_text: str
     embedded: str  # "Header: value" lines, a blank line, then the body
-    style: str  # gmail, thunderbird, outlook, apple, bare
+    style: str  # gmail, thunderbird, outlook, apple, mobile, bare, pasted, quoted
 
 
-def split_inline(text: str) -> InlineForward | None:
-    """Find the first inline-forwarded message in ``text`` (see module docstring)."""
-    lines = text.split("\n")
-    limit = min(len(lines), MAX_SCAN_LINES)
-    for i in range(limit):
-        raw_line = lines[i]
-        line = _QUOTE_PREFIX.sub("", raw_line) if raw_line.lstrip().startswith(">") else raw_line
-        style = None
-        if _DASHED.match(line):
-            low = line.lower()
-            style = "gmail" if "forwarded message" in low and line.strip().startswith("----------") else (
-                "outlook" if "original message" in low and line.strip().startswith("-----O") else "thunderbird")
-        elif _APPLE.match(line):
-            style = "apple"
-        elif _UNDERSCORES.match(line):
-            style = "outlook"
-        if style is not None:
-            block = _header_block(lines, i + 1)
-            if block is not None:
-                headers, body_start = block
-                return _build(lines, i, headers, body_start, style, quoted=raw_line.lstrip().startswith(">"))
-            if style != "outlook":
-                # a marker with no header block: the rest is still the forwarded text
-                return InlineForward("\n".join(lines[:i]).strip(), "\n" + "\n".join(lines[i + 1 :]), style)
-            continue
-        m = _HEADER_LINE.match(line)
-        if m and _LABEL_TO_KEY.get(m.group(1).lower()) == "from" and "@" in m.group(2):
-            block = _header_block(lines, i)
-            if block is not None and len(block[0]) >= 3:
-                keys = {k for k, _ in block[0]}
-                if "subject" in keys and ("date" in keys or "to" in keys):
-                    return _build(lines, i - 1, block[0], block[1], "bare", quoted=raw_line.lstrip().startswith(">"))
-    return None
+def _unquote(line: str) -> tuple[str, int]:
+    """The line without its ">" quote prefix, and the quote depth (bounded work)."""
+    s = line[:MAX_LINE]
+    depth = 0
+    i = 0
+    n = len(s)
+    while i < n and depth < 20:
+        c = s[i]
+        if c == ">":
+            depth += 1
+            i += 1
+        elif c in " \t" and depth:
+            i += 1
+        elif c in " \t" and i < 8:
+            i += 1
+        else:
+            break
+    if depth == 0:
+        return s, 0
+    return s[i:], depth
+
+
+def _marker_style(stripped: str) -> str | None:
+    if not stripped or len(stripped) > 80:
+        return None
+    core = stripped.strip(_MARKER_STRIP)
+    if not core:
+        if stripped.count("_") >= 10 and set(stripped) <= {"_", " ", "\t"}:
+            return "outlook-line"
+        return None
+    key = core.lower().translate(_FOLD_TABLE)
+    style = _MARKERS.get(key)
+    if style is None:
+        return None
+    if style == "gmail" and stripped.startswith("--------") and not stripped.startswith("----------"):
+        return "thunderbird"
+    if style == "outlook" and stripped.startswith("--------") and "original message" in key:
+        return "mobile"
+    return style
+
+
+def _header(line: str) -> tuple[str, str] | None:
+    """("from", value) for a "Label: value" line in any supported language, else None."""
+    s = line.strip().replace("：", ":")
+    colon = s.find(":", 0, _MAX_LABEL)
+    if colon <= 0:
+        return None
+    label = s[:colon].strip(" *\t").lower()
+    key = _LABEL_TO_KEY.get(label)
+    if key is None:
+        return None
+    return key, s[colon + 1 :].strip(" *\t")
 
 
 def _header_block(lines: list[str], start: int) -> tuple[list[tuple[str, str]], int] | None:
-    """Parse "Label: value" lines from ``start``; return (headers, first body line)."""
+    """Parse "Label: value" lines from ``start`` (after at most three blank lines)."""
     i = start
-    while i < len(lines) and i < start + 3 and not _unquote(lines[i]).strip():
+    n = len(lines)
+    while i < n and i < start + 3 and not _unquote(lines[i])[0].strip():
         i += 1
     headers: list[tuple[str, str]] = []
-    while i < len(lines) and len(headers) < 12:
-        line = _unquote(lines[i])
-        m = _HEADER_LINE.match(line)
-        if m:
-            headers.append((_LABEL_TO_KEY[m.group(1).lower()], m.group(2)))
+    while i < n and len(headers) < MAX_HEADERS:
+        line = _unquote(lines[i])[0]
+        h = _header(line)
+        if h:
+            headers.append(h)
             i += 1
             continue
         if headers and line.strip() and line[:1] in " \t" and headers[-1][0] in ("to", "cc"):
@@ -126,47 +172,120 @@ def _header_block(lines: list[str], start: int) -> tuple[list[tuple[str, str]], 
     return headers, i
 
 
-def _unquote(line: str) -> str:
-    return _QUOTE_PREFIX.sub("", line) if line.lstrip().startswith(">") else line
+def _attribution(line: str) -> bool:
+    s = line.strip()
+    if not s.endswith((":", "：")) or len(s) > MAX_LINE:
+        return False
+    low = s.lower()
+    return any(w in low for w in _ATTRIBUTION_WORDS)
+
+
+def split_inline(text: str) -> InlineForward | None:
+    """Find the first embedded message in ``text`` (see the module docstring)."""
+    lines = text.split("\n", MAX_SCAN_LINES)[:MAX_SCAN_LINES]
+    limit = len(lines)
+    for i in range(limit):
+        line, depth = _unquote(lines[i])
+        stripped = line.strip()
+        if not stripped:
+            continue
+        style = _marker_style(stripped)
+        if style is not None:
+            block = _header_block(lines, i + 1)
+            if block is not None:
+                return _build(lines, i, block[0], block[1], "outlook" if style == "outlook-line" else style)
+            if style != "outlook-line":
+                # a marker with no header block: the rest is still the forwarded text
+                return InlineForward(_own(lines, i), "\n" + "\n".join(_unquote(x)[0] for x in lines[i + 1 :]), style)
+            continue
+        h = _header(stripped)
+        if h and h[0] == "from" and h[1]:
+            block = _header_block(lines, i)
+            if block is not None:
+                keys = {k for k, _ in block[0]}
+                if "subject" in keys:
+                    kind = "bare" if len(block[0]) >= 3 else "pasted"
+                    return _build(lines, i - 1, block[0], block[1], kind)
+        if depth == 0 and _attribution(stripped):
+            quoted = _quoted_run(lines, i + 1)
+            if quoted is not None:
+                return _quoted(lines, i, stripped, quoted)
+        if depth > 0:
+            # a quoted block with no attribution line above it
+            quoted = _quoted_run(lines, i)
+            if quoted is not None and quoted[1] - quoted[0] >= 2:
+                return _quoted(lines, i, "", quoted, own_end=i)
+    return None
+
+
+def _quoted_run(lines: list[str], start: int) -> tuple[int, int] | None:
+    """(first, end) of the ">"-quoted lines starting at ``start`` (blank lines allowed inside)."""
+    i = start
+    n = len(lines)
+    while i < n and i < start + 2 and not lines[i].strip():
+        i += 1
+    first = i
+    last = None
+    while i < n:
+        _, depth = _unquote(lines[i])
+        if depth:
+            last = i
+        elif lines[i].strip():
+            break
+        i += 1
+    if last is None:
+        return None
+    return first, last + 1
+
+
+def _quoted(lines, at: int, attribution: str, run: tuple[int, int], own_end: int | None = None) -> InlineForward:
+    body = "\n".join(_unquote(x)[0] for x in lines[run[0] : run[1]])
+    inner = split_inline(body)
+    head = ""
+    m = _ADDRESS.search(attribution)
+    if m:
+        name = attribution.split(m.group(), 1)[0]
+        name = name.rsplit(",", 1)[-1].strip(" <>\"'\t") if "," in name else ""
+        head = f"From: {name} <{m.group().lower()}>" if name else f"From: <{m.group().lower()}>"
+    own_lines = lines[: own_end if own_end is not None else at] + lines[run[1] :]
+    own = "\n".join(x for x in own_lines if not _unquote(x)[1]).strip()
+    if inner is not None and not head:
+        return InlineForward(own, inner.embedded if not inner.own_text else body, inner.style)
+    return InlineForward(own, (head + "\n" if head else "\n") + "\n" + body.strip() + "\n", "quoted")
+
+
+def _own(lines: list[str], end: int) -> str:
+    return "\n".join(x for x in lines[: max(end, 0)] if not _unquote(x)[1]).strip()
 
 
 def _clean_value(key: str, value: str) -> str:
     value = value.replace("*", "").strip()
     if key in ("from", "to", "cc", "reply-to"):
         value = _MAILTO.sub(lambda m: "<" + (m.group(1) or m.group(2)) + ">", value)
-        value = re.sub(r"<([^<>\s]+)<([^<>\s]+)>>", r"<\1>", value)
-        # "Name <a@b>" or "Name [a@b]" or bare address all become parseable
-        value = re.sub(r"\[([^\[\]\s]+@[^\[\]\s]+)\]", r"<\1>", value)
-    return re.sub(r"[\r\n]+", " ", value)
+        # "Name <a@b<mailto:a@b>>" or "Name [a@b]" or a bare address all become parseable
+        value = value.replace("<<", "<").replace(">>", ">")
+        value = value.replace("[", "<").replace("]", ">") if "@" in value else value
+    return value.replace("\r", " ").replace("\n", " ")
 
 
 _HEADER_NAMES = {"from": "From", "to": "To", "cc": "Cc", "date": "Date", "subject": "Subject", "reply-to": "Reply-To"}
 
 
-def _build(lines: list[str], marker: int, headers, body_start: int, style: str, quoted: bool) -> InlineForward:
-    own = "\n".join(lines[: max(marker, 0)]).strip()
+def _build(lines: list[str], marker: int, headers, body_start: int, style: str) -> InlineForward:
     head = "\n".join(f"{_HEADER_NAMES[k]}: {_clean_value(k, v)}" for k, v in headers)
-    body_lines = lines[body_start:]
-    if quoted:
-        body_lines = [_unquote(x) for x in body_lines]
-    return InlineForward(own, head + "\n\n" + "\n".join(body_lines).strip() + "\n", style)
-
-
-_ATTRIBUTION = re.compile(
-    r"(?:wrote|escribió|escribio|va escriure|a écrit|a ecrit|schrieb|ha scritto|escreveu|schreef)\s*:\s*$", re.I
-)
+    body = "\n".join(_unquote(x)[0] for x in lines[body_start:]).strip()
+    return InlineForward(_own(lines, marker), head + "\n\n" + body + "\n", style)
 
 
 def strip_quoted(text: str) -> str:
     """The author's own words: drop ">"-quoted lines and the "On ... wrote:" line above them."""
-    if ">" not in text and "wrote" not in text:
+    if ">" not in text and ":" not in text:
         return text
     out = []
     for line in text.split("\n"):
-        s = line.lstrip()
-        if s.startswith(">"):
+        if _unquote(line)[1]:
             continue
-        if _ATTRIBUTION.search(s) and len(s) < 300:
+        if _attribution(line):
             continue
         out.append(line)
     return "\n".join(out)

@@ -238,11 +238,14 @@ def _from_message(msg: email.message.Message, size: int, depth: int) -> ParsedMe
     walker.walk(msg, 0)
 
     own_parts: list[str] = []
-    fwd_messages = list(walker.rfc822)
+    # a delivery or read report carries the returned message (or its headers) as data, not as a
+    # participant's forward: it is never an embedded message
+    machine_report = ctype == "multipart/report"
+    fwd_messages = [] if machine_report else list(walker.rfc822)
     style = "rfc822" if fwd_messages else None
     full_text = "\n".join(walker.texts)[:MAX_TEXT_CHARS]
     own = full_text
-    if depth < MAX_FORWARD_DEPTH:
+    if depth < MAX_FORWARD_DEPTH and not machine_report:
         split = forwards.split_inline(full_text)
         if split is not None:
             own = split.own_text
@@ -402,7 +405,7 @@ class _BodyWalker:
             self._text_leaf(part, ctype)
             return
         if ctype in ("message/delivery-status", "message/disposition-notification", "text/rfc822-headers"):
-            self._text_leaf(part, ctype)
+            # machine-readable report data: kept out of the text a person wrote (and out of forwards)
             return
         data = self._payload(part)
         self.attachments.append(Attachment(filename or "", ctype, len(data) if data else 0))
@@ -475,14 +478,30 @@ def _filename(part: email.message.Message) -> str | None:
 
 
 _BLOCK_TAGS = "br,p,div,tr,li,h1,h2,h3,h4,h5,h6,table,blockquote,pre,hr,dt,dd,section,article,header,footer"
+#: HTML with more tags than this is not given to the HTML parser (whose work grows with nesting):
+#: its tags are stripped by a linear scan instead
+MAX_HTML_TAGS = 20_000
+_QUOTE_OPEN, _QUOTE_CLOSE = "\x02", "\x03"
+_TAG = re.compile(r"<[^<>]{0,2000}>")
+_CONTROL = str.maketrans("", "", _QUOTE_OPEN + _QUOTE_CLOSE)
 _BLANK_LINES = re.compile(r"\n[ \t\u00a0]*(?:\n[ \t\u00a0]*)+")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 
 
 def html_to_text(html: str, hrefs: list[str] | None = None) -> str:
-    """Readable text from HTML with the Lexbor parser (selectolax); links go to ``hrefs``."""
+    """Readable text from HTML with the Lexbor parser (selectolax); links go to ``hrefs``.
+
+    ``<blockquote>`` content comes out as ">"-quoted lines, as a plain-text client quotes, so that
+    a quoted thread in HTML-only mail is found as an embedded message. HTML with more than
+    :data:`MAX_HTML_TAGS` tags is reduced to text by a linear tag strip instead of the parser."""
+    html = html[:MAX_HTML_BYTES].translate(_CONTROL)
+    if html.count("<") > MAX_HTML_TAGS:
+        return _BLANK_LINES.sub("\n\n", _SPACES.sub(" ", _TAG.sub(" ", html))).strip()
     try:
         tree = LexborHTMLParser(html)
+        for node in tree.css("blockquote"):
+            node.insert_before(_QUOTE_OPEN)
+            node.insert_after(_QUOTE_CLOSE)
         for node in tree.css("script,style,head,title,noscript,template"):
             node.decompose()
         if hrefs is not None:
@@ -499,7 +518,25 @@ def html_to_text(html: str, hrefs: list[str] | None = None) -> str:
     except Exception:
         return ""
     text = _SPACES.sub(" ", text)
+    if _QUOTE_OPEN in text:
+        text = _quote_blockquotes(text)
     return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def _quote_blockquotes(text: str) -> str:
+    """Lines between the blockquote marks get one ">" per level of nesting (bounded at 20)."""
+    text = text.replace(_QUOTE_OPEN, "\n" + _QUOTE_OPEN + "\n").replace(_QUOTE_CLOSE, "\n" + _QUOTE_CLOSE + "\n")
+    out, depth = [], 0
+    for line in text.split("\n"):
+        if line == _QUOTE_OPEN:
+            depth += 1
+        elif line == _QUOTE_CLOSE:
+            depth = max(0, depth - 1)
+        elif line.strip():
+            out.append("> " * min(depth, 20) + line.strip())
+        elif not depth:
+            out.append("")
+    return "\n".join(out)
 
 
 _URL = re.compile(r"""(?i)\b(?:https?://|www\.)[^\s<>"'()\[\]{}]+""")

@@ -290,7 +290,7 @@ def test_permanent_smtp_refusal_is_surfaced_and_the_message_filed_for_review(gua
     assert ms.fetch_all(COORDINATOR) == [] and len(ms.fetch_all(PARTICIPANT)) == 1
     (filed,) = ms.fetch(EVENTS, "Guard/Review")
     assert b"\\Flagged" in filed.flags
-    db = sqlite3.connect(guard.daemon.journal)
+    db = sqlite3.connect(guard.journal)
     (state, error), = db.execute("SELECT state, last_error FROM outbox WHERE kind='forward'").fetchall()
     db.close()
     assert state == "failed" and "550" in error

@@ -193,9 +193,11 @@ def test_rfc822_attachment_is_parsed_as_message():
     assert "CVV" in m.forwarded[0].text and "CVV" not in m.text
 
 
-def test_plain_reply_is_not_a_forward():
+def test_plain_reply_keeps_the_quoted_thread_as_a_quoted_message():
     m = parse(b"Subject: Re: x\n\nThanks!\n\nOn Mon, 3 Nov 2025, events@crm.cat wrote:\n> Your registration is confirmed.\n")
-    assert m.forwarded == ()
+    assert m.forward_style == "quoted"
+    assert m.forwarded[0].from_.addr == "events@crm.cat"
+    assert "registration is confirmed" in m.forwarded[0].text
     assert m.text.strip() == "Thanks!"
 
 
