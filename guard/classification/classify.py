@@ -1,24 +1,11 @@
 """Classification: a parsed message and a rule set in, a :class:`Verdict` out. Pure.
 
-Every rule is evaluated (hits and misses both known), hit scores are summed
-per category tag, and the category is the first row of this table that holds
-(T_* are the configured thresholds):
-
-====  ===========  ==============================================================
- 1    report       report score >= T_report and automated score < T_automated,
-                  and (a forwarded message is embedded or scam score < T_scam)
- 2    scam         scam score >= T_scam
- 3    automated    automated score >= T_automated
- 4    suspicious   scam score >= T_suspicious
- 5    inquiry      inquiry score >= T_inquiry
- 6    other        otherwise
-====  ===========  ==============================================================
-
-Reports come first because a participant's forward quotes the scam it asks
-about; that is why forwarded text is kept out of the outer message's own text
-and classified separately as the report's ``inner`` verdict. The model, when
-loaded, is one more scored signal: its probability feeds ``model`` rules
-(buckets), never an action by itself.
+The stages, in the order the evidence is read: every rule is evaluated on the message (hits and
+misses both known; hit scores summed per category tag, the scam model one more scored signal in
+buckets); each embedded message (forward, attachment, pasted block, quoted thread) is classified
+on its own, as the suspect sent it; the intent model reads the author's own words with those
+facts; :func:`guard.classification.decision.decide` picks the category from a table (see there).
+Without an intent model the rule-score table decides, as it did before the model existed.
 """
 
 from __future__ import annotations
@@ -26,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from guard.classification.decision import Evidence, decide
 from guard.classification.matchers import MessageView, RuleContext
 from guard.mail.message import ParsedMessage
 from guard.classification.ruleset import CATEGORY_TAGS, Ruleset
@@ -37,12 +25,18 @@ class ScamModel(Protocol):
     def scam_probability(self, msg: ParsedMessage) -> float: ...
 
 
+class IntentModel(Protocol):
+    def probabilities(self, msg: ParsedMessage, outer: dict[str, float], outer_model_p: float | None,
+                      inner: Verdict | None) -> dict[str, float]: ...
+
+
 @dataclass(frozen=True)
 class Classifier:
     ruleset: Ruleset
     context: RuleContext
     thresholds: Thresholds = Thresholds()
     model: ScamModel | None = None
+    intent: IntentModel | None = None
 
     def classify(self, msg: ParsedMessage, *, _inner: bool = False) -> Verdict:
         inner = None
@@ -67,9 +61,17 @@ class Classifier:
                 if tag in scores:
                     scores[tag] += spec.score
             reasons.append(Reason(spec.id, spec.description, spec.score, tuple(spec.tags)))
+        intent = self.intent.probabilities(msg, scores, model_p, inner) if self.intent is not None else None
+        evidence = Evidence(
+            scores=scores,
+            embedded=bool(msg.forwarded) and msg.forward_style != "quoted",
+            quoted=msg.forward_style == "quoted",
+            inner_category=inner.category if inner else None,
+            intent=intent,
+        )
+        category, paid, staged = decide(evidence, self.thresholds)
+        reasons.extend(staged)
         reasons.sort(key=lambda r: (-abs(r.score), r.rule))
-        category = self._category(scores, bool(msg.forwarded))
-        paid = category == "report" and scores["paid"] >= self.thresholds.paid
         return Verdict(
             category=category,
             score=scores["scam"],
@@ -81,22 +83,6 @@ class Classifier:
             language=msg.language,
             defects=msg.defects,
         )
-
-    def _category(self, s: dict[str, float], has_forward: bool) -> str:
-        t = self.thresholds
-        # a report that carries no forward must not itself read as a scam: phishing
-        # mail says "fraud" and "you received" too, and a report gets a reply
-        if s["report"] >= t.report and s["automated"] < t.automated and (has_forward or s["scam"] < t.scam):
-            return "report"
-        if s["scam"] >= t.scam:
-            return "scam"
-        if s["automated"] >= t.automated:
-            return "automated"
-        if s["scam"] >= t.suspicious:
-            return "suspicious"
-        if s["inquiry"] >= t.inquiry:
-            return "inquiry"
-        return "other"
 
 
 def evaluate(ruleset: Ruleset, view: MessageView, ctx: RuleContext) -> list:

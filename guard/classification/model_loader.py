@@ -22,3 +22,15 @@ def load_default_model(settings: GuardSettings) -> ScamModel | None:
     from guard.classification.model import load_model  # noqa: PLC0415 - scikit-learn is only imported when a model exists
 
     return load_model(artefact)
+
+
+def load_default_intent(settings: GuardSettings):
+    """The intent model: one retrained into the state directory, else the shipped one, else None."""
+    from guard.classification import intent  # noqa: PLC0415
+
+    artefact = shipped("models") / intent.ARTEFACT_NAME
+    if settings.learning.retrain_hours > 0 and (state_models_dir(settings) / intent.ARTEFACT_NAME).is_file():
+        artefact = state_models_dir(settings) / intent.ARTEFACT_NAME
+    if not artefact.is_file():
+        return None
+    return intent.load(artefact)

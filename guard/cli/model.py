@@ -41,6 +41,8 @@ def add_commands(sub) -> None:
                         "or labelled/ beside the configured journal)")
     t.add_argument("--metrics", type=Path, default=None,
                    help="metrics.json of a `guard evaluate` run to record in the metadata (default: models/report/metrics.json if present)")
+    t.add_argument("--intent-only", action="store_true",
+                   help="train only the intent model (own examples; the shipped scam model supplies its features)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="grouped cross-validation of rules + model, plots, and the holdout split scored by the shipped model")
@@ -51,6 +53,10 @@ def add_commands(sub) -> None:
     e.add_argument("--no-holdout", action="store_true", help="skip scoring the holdout split with the shipped model")
     e.add_argument("--dump", type=Path, default=None, metavar="FILE",
                    help="also write every message's cross-validated result as JSON lines (for tuning bucket edges)")
+    e.add_argument("--split", type=Path, action="append", default=None, metavar="DIR",
+                   help="a frozen test split (DIR/labels.tsv; default: tests/heldout/*): the full pipeline's figures on it")
+    e.add_argument("--pipeline-only", action="store_true",
+                   help="only the full pipeline's figures: grouped CV of the intent stage and the test split(s)")
     e.set_defaults(func=cmd_evaluate)
 
 
@@ -90,6 +96,8 @@ def _inputs(args) -> tuple[Path, list[Path]]:
 
 
 def cmd_train(args) -> int:
+    if args.intent_only:
+        return cmd_train_intent(args)
     from guard.classification.model import train
 
     say = _Progress()
@@ -201,7 +209,76 @@ def _classify_all(samples, fold_of, classifiers, rules_clf, models, explain: boo
     return out
 
 
+def _base_classifier(args):
+    """Rules and the shipped scam model, no intent model: what the intent stage is trained over."""
+    from guard.classification.assemble import build_classifier
+    from guard.classification.model_loader import load_default_model
+    from guard.settings import load_settings
+
+    settings = load_settings(args.config)
+    model = load_default_model(settings)
+    if model is None:
+        raise ModelError("no scam model is shipped: train it first (guard train)")
+    return settings, build_classifier(settings, model=model, intent=None)
+
+
+def cmd_train_intent(args) -> int:
+    from guard.classification import intent
+    from guard.learning import intent_training as it
+
+    say = _Progress()
+    own = args.own or (shipped("models") / "corpus")
+    out = args.out or shipped("models")
+    _settings, base = _base_classifier(args)
+    examples = it.read_labels(own, "train")
+    say(f"intent model: {len(examples)} own examples from {own / 'train'}")
+    rows = it.rows_of(base, examples, progress=say)
+    model = it.fit_rows(rows, examples)
+    counts = Counter(intent.intent_of_label(e.category, "yes" if e.paid else "no") for e in examples)
+    artefact, meta = intent.save(model, out, {"examples": len(examples), "label_counts": dict(sorted(counts.items()))})
+    print(f"intent model: {artefact} ({artefact.stat().st_size / 1e6:.2f} MB)")
+    print(f"metadata: {meta}")
+    return 0
+
+
+def _default_splits() -> list[Path]:
+    root = shipped("models").parent / "tests" / "heldout"
+    return sorted(p for p in root.iterdir() if (p / "labels.tsv").is_file()) if root.is_dir() else []
+
+
+def cmd_evaluate_pipeline(args) -> int:
+    """The full pipeline's figures: grouped CV of the intent stage on the own examples, then each
+    frozen test split classified by the shipped pipeline (rules, scam model, intent model)."""
+    from guard.classification.assemble import build_classifier
+    from guard.classification.evaluation import Labelled, figures, report
+    from guard.learning import intent_training as it
+    from guard.mail.message import parse
+
+    say = _Progress()
+    own = args.own or (shipped("models") / "corpus")
+    settings, base = _base_classifier(args)
+    examples = it.read_labels(own, "train")
+    say(f"grouped {args.folds}-fold CV of the intent stage over {len(examples)} own examples")
+    rows = it.rows_of(base, examples, progress=say)
+    cv = it.cross_validate(rows, examples, settings.thresholds, folds=args.folds)
+    print(report(figures(it.truth_of(examples), cv), f"grouped {args.folds}-fold cross-validation, own examples"))
+    full = build_classifier(settings, model=base.model)
+    if full.intent is None:
+        raise ModelError("no intent model is shipped: train it first (guard train --intent-only)")
+    for split in args.split or _default_splits():
+        ex = it.read_labels(split, None)
+        preds = []
+        for e in ex:
+            v = full.classify(parse(e.path.read_bytes()))
+            preds.append(Labelled(v.category, v.paid))
+        print()
+        print(report(figures(it.truth_of(ex), preds), f"frozen test split {split}"))
+    return 0
+
+
 def cmd_evaluate(args) -> int:
+    if args.pipeline_only:
+        return cmd_evaluate_pipeline(args)
     import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
 

@@ -60,7 +60,7 @@ _MARKER_STRIP = "-_=*<>[]() \t:："
 _LABELS = {
     "from": "from|de|von|da|van|från|fra|od|remitente|expéditeur|expediteur|gönderen|kimden|absender|"
             "afzender|nadawca|发件人|寄件者|寄件人|από|от",
-    "to": "to|para|per|à|a|an|aan|til|till|destinatario|destinataire|destinatari|do|kime|empfänger|"
+    "to": "to|para|per|per a|à|a|an|aan|til|till|destinatario|destinataire|destinatari|do|kime|empfänger|"
           "adresat|收件人|收件者|προς|кому",
     "cc": "cc|kopie|còpia|copia|dw|bilgi|抄送|副本|κοιν",
     "date": "date|sent|data|fecha|enviado|enviado el|envoyé|envoyé le|envoye|envoye le|gesendet|datum|inviato|"

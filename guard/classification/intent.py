@@ -1,0 +1,192 @@
+"""The author's intent: a learned multi-class model over the writer's own text and the structure.
+
+What did the person who wrote this message (not the message they forward or quote) mean?
+
+====================  ======================================================================
+ ``doubt``            reports doubt about, or harm from, a message they received (a report)
+ ``paid``             a report whose writer already paid or gave card, bank or passport details
+ ``ask``              asks the events office for something (an inquiry)
+ ``inform``           informs, thanks, confirms: needs no answer (other)
+ ``scam``             is itself a scam
+ ``automated``        no person wrote it for this conversation
+====================  ======================================================================
+
+Features: character 2-5-grams inside word boundaries and word 1-2-grams of the author's own text
+(multilingual by construction, hashed, so the artefact holds no vocabulary of anyone's mail), and
+a few dense facts from the earlier stages: whether a third-party message is embedded and how it
+was found, what the rules and the scam model said about the outer and the embedded message.
+Provenance is left out on purpose (no sender or link domains, no Authentication-Results, no
+HTML flag): those are explicit rules, not n-gram weights.
+
+The public spam corpus never reaches this model: it is trained on the project's own labelled
+examples only (``models/corpus``), and the artefact is plain numpy arrays (``.npz``, loaded with
+``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from guard.errors import ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from guard.classification.verdict import Verdict
+    from guard.mail.message import ParsedMessage
+
+INTENTS = ("doubt", "paid", "ask", "inform", "scam", "automated")
+ARTEFACT_NAME = "guard-intent.npz"
+METADATA_NAME = "guard-intent.json"
+FORMAT = "guard-intent/1"
+CHAR_FEATURES = 2**16
+WORD_FEATURES = 2**15
+MAX_AUTHOR_CHARS = 3000
+DENSE_NAMES = (
+    "embedded", "embedded_attached", "quoted", "inner_scam", "inner_suspicious", "inner_score",
+    "inner_model_p", "outer_scam_score", "outer_report_score", "outer_paid_score", "outer_inquiry_score",
+    "outer_automated_score", "outer_model_p", "author_chars", "question", "own_links",
+)
+
+
+def intent_of_label(category: str, paid: str) -> str:
+    """The intent class of an own example's labels (labels.tsv: category, paid)."""
+    if category == "report":
+        return "paid" if paid == "yes" else "doubt"
+    return {"inquiry": "ask", "other": "inform", "scam": "scam", "automated": "automated"}[category]
+
+
+def author_text(msg: "ParsedMessage") -> str:
+    """The writer's own words: a forward's subject is the forwarded message's, so it is left out."""
+    subject = msg.subject if not msg.forwarded or msg.forward_style == "quoted" else ""
+    return (subject + "\n" + msg.text)[:MAX_AUTHOR_CHARS]
+
+
+def dense_features(msg: "ParsedMessage", outer: dict[str, float], outer_model_p: float | None,
+                   inner: "Verdict | None") -> np.ndarray:
+    """The structural facts, scaled to about [0, 1] (names: :data:`DENSE_NAMES`)."""
+    embedded = bool(msg.forwarded) and msg.forward_style != "quoted"
+    clip = lambda v: max(-1.0, min(1.0, v / 10.0))  # noqa: E731
+    own = msg.text
+    return np.array([
+        float(embedded),
+        float(msg.forward_style == "rfc822"),
+        float(msg.forward_style == "quoted"),
+        float(inner is not None and inner.category == "scam"),
+        float(inner is not None and inner.category == "suspicious"),
+        clip(inner.score) if inner is not None else 0.0,
+        (inner.model_p or 0.0) if inner is not None else 0.0,
+        clip(outer.get("scam", 0.0)),
+        clip(outer.get("report", 0.0)),
+        clip(outer.get("paid", 0.0)),
+        clip(outer.get("inquiry", 0.0)),
+        clip(outer.get("automated", 0.0)),
+        outer_model_p or 0.0,
+        min(1.0, math.log1p(len(own)) / 8.0),
+        float("?" in own or "¿" in own or "？" in own),
+        min(1.0, sum(1 for u in msg.urls) / 5.0),
+    ], dtype=np.float64)
+
+
+def _vectorisers():
+    from sklearn.feature_extraction.text import HashingVectorizer  # noqa: PLC0415 - only with a model
+
+    common = dict(alternate_sign=False, norm="l2", lowercase=True, strip_accents="unicode", dtype=np.float64)
+    chars = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 5), n_features=CHAR_FEATURES, **common)
+    words = HashingVectorizer(analyzer="word", ngram_range=(1, 2), n_features=WORD_FEATURES,
+                              token_pattern=r"(?u)\b\w+\b", **common)
+    return chars, words
+
+
+def design_matrix(texts: list[str], dense: np.ndarray):
+    """Sparse rows: hashed character n-grams | hashed words | dense facts."""
+    from scipy import sparse  # noqa: PLC0415
+
+    chars, words = _vectorisers()
+    return sparse.hstack([chars.transform(texts), words.transform(texts), sparse.csr_matrix(dense)], format="csr")
+
+
+@dataclass
+class IntentModel:
+    """``probabilities(msg, ...)`` -> {intent: P}; a multinomial logistic regression."""
+
+    coef: np.ndarray  # (len(INTENTS), n_features) float32
+    intercept: np.ndarray  # (len(INTENTS),)
+    metadata: dict = field(default_factory=dict)
+
+    def probabilities_of_rows(self, X) -> np.ndarray:
+        z = np.asarray(X @ self.coef.T.astype(np.float64)) + self.intercept
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def probabilities(self, msg: "ParsedMessage", outer: dict[str, float], outer_model_p: float | None,
+                      inner: "Verdict | None") -> dict[str, float]:
+        X = design_matrix([author_text(msg)], dense_features(msg, outer, outer_model_p, inner)[None, :])
+        p = self.probabilities_of_rows(X)[0]
+        return {k: float(v) for k, v in zip(INTENTS, p)}
+
+
+def fit(texts: list[str], dense: np.ndarray, labels: list[str], *, C: float = 8.0) -> IntentModel:
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+
+    X = design_matrix(texts, dense)
+    y = np.array([INTENTS.index(label) for label in labels])
+    lr = LogisticRegression(C=C, max_iter=3000, class_weight="balanced")
+    lr.fit(X, y)
+    coef = np.zeros((len(INTENTS), X.shape[1]), dtype=np.float32)
+    intercept = np.zeros(len(INTENTS))
+    for row, cls in enumerate(lr.classes_):
+        coef[cls] = lr.coef_[row]
+        intercept[cls] = lr.intercept_[row]
+    missing = [INTENTS[i] for i in range(len(INTENTS)) if i not in set(lr.classes_)]
+    intercept[[INTENTS.index(m) for m in missing]] = -1e3  # a class never seen is never predicted
+    return IntentModel(coef, intercept, {"classes_seen": [INTENTS[c] for c in lr.classes_], "C": C})
+
+
+def save(model: IntentModel, out_dir: Path, metadata: dict) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artefact = out_dir / ARTEFACT_NAME
+    tmp = out_dir / (ARTEFACT_NAME + ".tmp.npz")
+    np.savez_compressed(tmp, coef=model.coef, intercept=model.intercept)
+    tmp.replace(artefact)
+    data = artefact.read_bytes()
+    meta = {"format": FORMAT, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+            "intents": list(INTENTS), "dense": list(DENSE_NAMES), "char_features": CHAR_FEATURES,
+            "word_features": WORD_FEATURES, **model.metadata, **metadata}
+    meta_path = out_dir / METADATA_NAME
+    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return artefact, meta_path
+
+
+class IntentModelError(ModelError):
+    pass
+
+
+def load(path: Path) -> IntentModel:
+    """Load and verify an artefact against its metadata (hash, format, shapes)."""
+    meta_path = path.with_name(METADATA_NAME)
+    try:
+        meta = json.loads(meta_path.read_text())
+        data = path.read_bytes()
+    except (OSError, ValueError) as exc:
+        raise IntentModelError(f"{path}: cannot read the intent model or its metadata: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise IntentModelError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        raise IntentModelError(f"{path}: SHA-256 does not match {meta_path.name}: refusing a tampered artefact")
+    if tuple(meta.get("intents", ())) != INTENTS or tuple(meta.get("dense", ())) != DENSE_NAMES:
+        raise IntentModelError(f"{meta_path}: trained for other intents or features; retrain (guard train)")
+    import io  # noqa: PLC0415
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        coef, intercept = z["coef"], z["intercept"]
+    width = CHAR_FEATURES + WORD_FEATURES + len(DENSE_NAMES)
+    if coef.shape != (len(INTENTS), width) or intercept.shape != (len(INTENTS),):
+        raise IntentModelError(f"{path}: unexpected shapes {coef.shape}, {intercept.shape}")
+    return IntentModel(coef, intercept, meta)

@@ -1,0 +1,150 @@
+"""The forward-format fixture suite: every client's way of embedding a message, in every language
+guard answers in, is found as an embedded message with its own sender, subject and text, apart
+from the author's words above it.
+
+The shapes are the clients' own (labels and markers as Gmail, Outlook, Apple Mail, Thunderbird
+and Android write them in each language); the texts are made up.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from guard.mail.message import parse
+
+SUSPECT = "desk@stays-booking.example"
+SUBJECT = "Your hotel for the workshop"
+SUSPECT_TEXT = "Please confirm your room by sending the card number today."
+
+# language -> (author's words, Gmail marker, Outlook labels (from, sent, to, subject), Apple marker,
+#              Thunderbird marker, attribution line)
+LANGS = {
+    "en": ("Is this real?", "---------- Forwarded message ---------", ("From", "Sent", "To", "Subject"),
+           "Begin forwarded message:", "-------- Forwarded Message --------", "On Mon, 5 Jan 2026 at 10:02, {who} wrote:"),
+    "es": ("¿Esto es real?", "---------- Mensaje reenviado ---------", ("De", "Enviado el", "Para", "Asunto"),
+           "Inicio del mensaje reenviado:", "-------- Mensaje reenviado --------", "El lun, 5 ene 2026 a las 10:02, {who} escribió:"),
+    "ca": ("Això és de debò?", "---------- Missatge reenviat ---------", ("De", "Enviat el", "Per a", "Assumpte"),
+           "Inici del missatge reenviat:", "-------- Missatge reenviat --------", "El dl., 5 de gen. 2026, {who} va escriure:"),
+    "fr": ("Est-ce authentique ?", "---------- Message transféré ---------", ("De", "Envoyé", "À", "Objet"),
+           "Début du message réexpédié :", "-------- Message transféré --------", "Le lun. 5 janv. 2026 à 10:02, {who} a écrit :"),
+    "de": ("Ist das echt?", "---------- Weitergeleitete Nachricht ---------", ("Von", "Gesendet", "An", "Betreff"),
+           "Anfang der weitergeleiteten Nachricht:", "-------- Weitergeleitete Nachricht --------", "Am Mo., 5. Jan. 2026 um 10:02 schrieb {who}:"),
+    "it": ("È vero?", "---------- Messaggio inoltrato ---------", ("Da", "Inviato", "A", "Oggetto"),
+           "Inizio messaggio inoltrato:", "-------- Messaggio Inoltrato --------", "Il giorno lun 5 gen 2026 alle 10:02 {who} ha scritto:"),
+    "pt": ("Isto é verdadeiro?", "---------- Mensagem encaminhada ---------", ("De", "Enviado", "Para", "Assunto"),
+           "Início da mensagem encaminhada:", "-------- Mensagem encaminhada --------", "Em seg., 5 de jan. de 2026 às 10:02, {who} escreveu:"),
+}
+WHO = f"Stays Desk <{SUSPECT}>"
+
+
+def _gmail(lang):
+    own, marker, lab, *_ = LANGS[lang]
+    return f"{own}\n\n{marker}\n{lab[0]}: {WHO}\nDate: Mon, 5 Jan 2026 at 10:02\n{lab[3]}: {SUBJECT}\n{lab[2]}: <me@uni.example>\n\n{SUSPECT_TEXT}\n"
+
+
+def _outlook_line(lang):
+    own, _, lab, *_ = LANGS[lang]
+    return (f"{own}\n\n________________________________\n{lab[0]}: {WHO}\n{lab[1]}: 05/01/2026 10:02\n"
+            f"{lab[2]}: me@uni.example\n{lab[3]}: {SUBJECT}\n\n{SUSPECT_TEXT}\n")
+
+
+def _outlook_bare(lang):
+    # Outlook desktop: no separator, the sender's name without an address
+    own, _, lab, *_ = LANGS[lang]
+    return (f"{own}\n\n{lab[0]}: Stays Desk\n{lab[1]}: 05/01/2026 10:02\n{lab[2]}: Me\n{lab[3]}: {SUBJECT}\n\n"
+            f"{SUSPECT_TEXT}\nReply to {SUSPECT}\n")
+
+
+def _apple(lang):
+    own, _, lab, apple, *_ = LANGS[lang]
+    return f"{own}\n\nSent from my iPhone\n\n{apple}\n\n{lab[0]}: {WHO}\n{lab[3]}: {SUBJECT}\nDate: 5 January 2026 at 10:02:00 CET\n{lab[2]}: me@uni.example\n\n{SUSPECT_TEXT}\n"
+
+
+def _thunderbird(lang):
+    own, _, lab, _, tb, _ = LANGS[lang]
+    return f"{own}\n\n\n{tb}\n{lab[3]}: \t{SUBJECT}\nDate: \tMon, 5 Jan 2026 10:02:00 +0100\n{lab[0]}: \t{WHO}\n{lab[2]}: \tme@uni.example\n\n\n\n{SUSPECT_TEXT}\n"
+
+
+def _android(lang):
+    own, _, lab, *_ = LANGS[lang]
+    return f"{own}\n\n-------- Original message --------\n{lab[0]}: {WHO}\nDate: 05/01/2026 10:02 (GMT+01:00)\n{lab[2]}: me@uni.example\n{lab[3]}: {SUBJECT}\n\n{SUSPECT_TEXT}\n"
+
+
+def _pasted(lang):
+    own, _, lab, *_ = LANGS[lang]
+    return f"{own}\n\n{lab[0]}: {WHO}\n{lab[3]}: {SUBJECT}\n\n{SUSPECT_TEXT}\n"
+
+
+def _quoted(lang):
+    own, *_, attribution = LANGS[lang]
+    quoted = "\n".join("> " + line for line in SUSPECT_TEXT.split(". "))
+    return f"{own}\n\n{attribution.format(who=WHO)}\n{quoted}\n"
+
+
+PLAIN_FORMATS = {"gmail": _gmail, "outlook-line": _outlook_line, "outlook-bare": _outlook_bare, "apple": _apple,
+                 "thunderbird": _thunderbird, "android": _android, "pasted": _pasted, "quoted": _quoted}
+
+
+def _plain_message(body: str, subject: str = "Fwd: " + SUBJECT) -> bytes:
+    return (f"From: Ana <ana@uni.example>\nTo: events@crm.cat\nSubject: {subject}\nMIME-Version: 1.0\n"
+            "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n").encode() + \
+        base64.encodebytes(body.encode())
+
+
+@pytest.mark.parametrize("lang", sorted(LANGS))
+@pytest.mark.parametrize("fmt", sorted(PLAIN_FORMATS))
+def test_inline_embedded_message_is_found(fmt, lang):
+    m = parse(_plain_message(PLAIN_FORMATS[fmt](lang)))
+    assert m.forwarded, f"{fmt}/{lang}: no embedded message found"
+    inner = m.forwarded[0]
+    assert "card number" in inner.text
+    assert "card number" not in m.text, "the suspect's words counted as the author's"
+    assert m.text.strip().startswith(LANGS[lang][0])
+    if fmt != "outlook-bare":
+        assert inner.from_ is not None and inner.from_.addr == SUSPECT
+    if fmt not in ("quoted",):
+        assert inner.subject == SUBJECT
+    assert m.forward_style == ("quoted" if fmt == "quoted" else m.forward_style)
+
+
+@pytest.mark.parametrize("lang", sorted(LANGS))
+def test_html_blockquote_is_a_quoted_message(lang):
+    own, *_, attribution = LANGS[lang]
+    html = (f"<div dir='ltr'><p>{own}</p></div><br><div class='gmail_quote'><div>{attribution.format(who=WHO)}</div>"
+            f"<blockquote class='gmail_quote'><p>{SUSPECT_TEXT}</p></blockquote></div>")
+    raw = (b"From: Ana <ana@uni.example>\nTo: events@crm.cat\nSubject: Re: x\nMIME-Version: 1.0\n"
+           b"Content-Type: text/html; charset=utf-8\n\n" + html.encode())
+    m = parse(raw)
+    assert m.forward_style == "quoted"
+    assert "card number" in m.forwarded[0].text and "card number" not in m.text
+
+
+def test_attached_message_is_embedded_with_its_own_headers():
+    inner = (f"From: {WHO}\nTo: me@uni.example\nSubject: {SUBJECT}\nMessage-ID: <x@stays>\n\n{SUSPECT_TEXT}\n")
+    raw = ("From: Ana <ana@uni.example>\nTo: events@crm.cat\nSubject: Fwd: x\nMIME-Version: 1.0\n"
+           "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nIs this you?\n"
+           "--b\nContent-Type: message/rfc822\nContent-Disposition: attachment; filename=x.eml\n\n" + inner + "--b--\n")
+    m = parse(raw.encode())
+    assert m.forward_style == "rfc822" and m.forwarded[0].from_.addr == SUSPECT
+    assert m.forwarded[0].subject == SUBJECT and m.text.strip() == "Is this you?"
+
+
+def test_a_delivery_report_is_never_a_forward():
+    raw = ("From: Mail Delivery System <MAILER-DAEMON@mx.uni.example>\nTo: events@crm.cat\nSubject: Undelivered Mail\n"
+           "Auto-Submitted: auto-replied\nMIME-Version: 1.0\n"
+           "Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n"
+           "--b\nContent-Type: text/plain\n\nYour message could not be delivered.\n"
+           "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.uni.example\n\n"
+           "Final-Recipient: rfc822; x@uni.example\nAction: failed\nStatus: 5.1.1\n"
+           "--b\nContent-Type: message/rfc822\n\nFrom: events@crm.cat\nTo: x@uni.example\nSubject: Your registration\n\n"
+           "Dear participant, your registration is confirmed.\n--b--\n")
+    m = parse(raw.encode())
+    assert m.forwarded == () and m.report_type == "delivery-status"
+    assert "Reporting-MTA" not in m.text
+
+
+def test_a_two_line_label_in_running_text_is_not_a_header_block():
+    m = parse(_plain_message("Dear office,\nfrom: the airport I take the bus.\nThanks\n", subject="Question"))
+    assert m.forwarded == ()
