@@ -11,8 +11,8 @@ What did the person who wrote this message (not the message they forward or quot
  ``automated``        no person wrote it for this conversation
 ====================  ======================================================================
 
-Features: character 2-5-grams inside word boundaries and word 1-2-grams of the author's own text
-(multilingual by construction, hashed, so the artefact holds no vocabulary of anyone's mail), and
+Features: character 3-5-grams inside word boundaries and word 1-2-grams of the author's own text
+(the scam model's n-gram codes; multilingual by construction, hashed, so the artefact holds no vocabulary of anyone's mail), and
 a few dense facts from the earlier stages: whether a third-party message is embedded and how it
 was found, what the rules and the scam model said about the outer and the embedded message.
 Provenance is left out on purpose (no sender or link domains, no Authentication-Results, no
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 INTENTS = ("doubt", "paid", "ask", "inform", "scam", "automated")
 ARTEFACT_NAME = "guard-intent.npz"
 METADATA_NAME = "guard-intent.json"
-FORMAT = "guard-intent/1"
+FORMAT = "guard-intent/2"
 CHAR_FEATURES = 2**16
 WORD_FEATURES = 2**15
 MAX_AUTHOR_CHARS = 3000
@@ -93,22 +93,40 @@ def dense_features(msg: "ParsedMessage", outer: dict[str, float], outer_model_p:
     ], dtype=np.float64)
 
 
-def _vectorisers():
-    from sklearn.feature_extraction.text import HashingVectorizer  # noqa: PLC0415 - only with a model
+def _block(codes: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashed bag of n-gram codes: columns and sublinear, L2-normalised term frequencies."""
+    if not len(codes):
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    idx, counts = np.unique((codes % np.uint64(width)).astype(np.int64), return_counts=True)
+    vals = 1.0 + np.log(counts)
+    return idx, vals / np.linalg.norm(vals)
 
-    common = dict(alternate_sign=False, norm="l2", lowercase=True, strip_accents="unicode", dtype=np.float64)
-    chars = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 5), n_features=CHAR_FEATURES, **common)
-    words = HashingVectorizer(analyzer="word", ngram_range=(1, 2), n_features=WORD_FEATURES,
-                              token_pattern=r"(?u)\b\w+\b", **common)
-    return chars, words
+
+def row(text: str, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One message's sparse row (columns, values): hashed character n-grams | hashed words | dense facts.
+
+    The n-gram codes are the scam model's own (:func:`guard.classification.features.char_codes`
+    and :func:`~guard.classification.features.word_codes`, over the same normalised text), folded
+    into a fixed number of columns, so no vocabulary is stored and scoring needs numpy only."""
+    from guard.classification import features  # noqa: PLC0415
+
+    norm = features.normalise(text)
+    ci, cv = _block(features.char_codes(norm), CHAR_FEATURES)
+    wi, wv = _block(features.word_codes(features.Documents(text=norm, subject="", meta=())), WORD_FEATURES)
+    base = CHAR_FEATURES + WORD_FEATURES
+    idx = np.concatenate((ci, CHAR_FEATURES + wi, base + np.arange(len(dense))))
+    return idx, np.concatenate((cv, wv, np.asarray(dense, dtype=np.float64)))
 
 
 def design_matrix(texts: list[str], dense: np.ndarray):
-    """Sparse rows: hashed character n-grams | hashed words | dense facts."""
+    """The rows of :func:`row` as a CSR matrix (training and cross-validation)."""
     from scipy import sparse  # noqa: PLC0415
 
-    chars, words = _vectorisers()
-    return sparse.hstack([chars.transform(texts), words.transform(texts), sparse.csr_matrix(dense)], format="csr")
+    rows = [row(t, d) for t, d in zip(texts, dense)]
+    indptr = np.cumsum([0] + [len(i) for i, _ in rows])
+    indices = np.concatenate([i for i, _ in rows]) if rows else np.empty(0, dtype=np.int64)
+    data = np.concatenate([v for _, v in rows]) if rows else np.empty(0)
+    return sparse.csr_matrix((data, indices, indptr), shape=(len(rows), CHAR_FEATURES + WORD_FEATURES + len(DENSE_NAMES)))
 
 
 @dataclass
@@ -119,17 +137,21 @@ class IntentModel:
     intercept: np.ndarray  # (len(INTENTS),)
     metadata: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._coef_t = np.ascontiguousarray(self.coef.T, dtype=np.float64)  # once, not per message
+
     def probabilities_of_rows(self, X) -> np.ndarray:
-        z = np.asarray(X @ self.coef.T.astype(np.float64)) + self.intercept
+        z = np.asarray(X @ self._coef_t) + self.intercept
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
     def probabilities(self, msg: "ParsedMessage", outer: dict[str, float], outer_model_p: float | None,
                       inner: "Verdict | None") -> dict[str, float]:
-        X = design_matrix([author_text(msg)], dense_features(msg, outer, outer_model_p, inner)[None, :])
-        p = self.probabilities_of_rows(X)[0]
-        return {k: float(v) for k, v in zip(INTENTS, p)}
+        idx, vals = row(author_text(msg), dense_features(msg, outer, outer_model_p, inner))
+        z = vals @ self._coef_t[idx] + self.intercept
+        e = np.exp(z - z.max())
+        return {k: float(v) for k, v in zip(INTENTS, e / e.sum())}
 
 
 def fit(texts: list[str], dense: np.ndarray, labels: list[str], *, C: float = 8.0) -> IntentModel:
