@@ -366,8 +366,36 @@ class DaemonSettings(BaseModel):
     batch_size: int = Field(default=50, ge=1, le=1000)
     #: ... and at most this many bytes of mail held in memory at once (a bigger message goes alone)
     batch_bytes: int = Field(default=16_000_000, ge=100_000, le=1_000_000_000)
+    #: each message is parsed and classified in a worker process within this many seconds; past it
+    #: the worker is killed and the message filed for review as poison ("time budget exceeded")
+    message_time_budget_seconds: float = Field(default=20.0, gt=0, le=3600)
+    #: the bodies of sent mail (a forward holds the whole original) are dropped from the journal's
+    #: outbox this many days after the send; 0 drops them as soon as the server has taken the mail
+    outbox_retention_days: float = Field(default=0.0, ge=0, le=3650)
+    #: start with a new, empty journal although the IMAP account already has guard's folders (a lost
+    #: journal: mail already handled may be handled again); also `guard run --new-journal`
+    allow_new_journal: bool = False
+    #: the authserv-id(s) of the institute's own receiving server (RFC 8601): only its
+    #: Authentication-Results (the topmost ones) are believed; empty: no automatic replies
+    trusted_authserv_ids: list[str] = []
+    #: answer participants whose mail the trusted server did not authenticate (DMARC pass, or SPF or
+    #: DKIM pass aligned with From); off by default, a warning is logged at start-up when on
+    reply_to_unauthenticated: bool = False
+    #: at most this many automatic replies per hour to one domain (the normalised recipient's); 0: no limit
+    max_replies_per_domain_per_hour: int = Field(default=0, ge=0, le=100_000)
+    #: at most this many forwards and alerts to the coordinator per sender (normalised) per hour;
+    #: beyond it they are suppressed with a reason (the digest lists them)
+    max_forwards_per_sender_per_hour: int = Field(default=5, ge=1, le=100_000)
 
     _extra = field_validator("extra_addresses")(classmethod(lambda cls, v: [_check_address(a) for a in v]))
+
+    @field_validator("trusted_authserv_ids")
+    @classmethod
+    def _authserv_ids(cls, v):
+        for i in v:
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,253}", i or ""):
+                raise ValueError(f"{i!r} is not an authserv-id (a host name such as mx.example.org)")
+        return [i.lower().rstrip(".") for i in v]
 
     @field_validator("loop_header")
     @classmethod
@@ -387,6 +415,9 @@ class HealthSettings(BaseModel):
     port: int = Field(default=9187, ge=0, le=65535)
     #: /healthz is not ready when the last IDLE round or poll is older than this; default 2 x idle_seconds + 60
     stale_seconds: float | None = Field(default=None, gt=0)
+    #: /healthz is not ready when a watcher has work in hand and nothing moved on (no message read,
+    #: sent or filed) for this long; default 3 x daemon.message_time_budget_seconds + 120
+    stuck_seconds: float | None = Field(default=None, gt=0)
 
     @field_validator("host")
     @classmethod

@@ -95,6 +95,9 @@ def add_commands(sub) -> None:
     mode.add_argument("--shadow", action="store_true",
                       help="act normally, but every automatic reply goes to the coordinator instead")
     r.add_argument("--no-model", action="store_true", help="rules only")
+    r.add_argument("--new-journal", action="store_true",
+                   help="start with a new, empty journal although the account has guard's folders already "
+                        "(the journal was lost: mail already handled may be handled again)")
     r.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                    help="default: [logging] level of the configuration (INFO)")
     r.add_argument("--log-format", default=None, choices=("text", "json"),
@@ -155,6 +158,9 @@ def _run(args, early: StartupSignals) -> int:
     if early.abandon("starting"):
         return 0
     settings = load_settings(args.config)
+    if getattr(args, "new_journal", False):
+        settings = settings.model_copy(update={"daemon": settings.daemon.model_copy(
+            update={"allow_new_journal": True})})
     setup_logging(args.log_level or settings.logging.level, args.log_format or settings.logging.format)
     if early.abandon("reading the configuration"):
         return 0

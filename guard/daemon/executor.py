@@ -26,6 +26,9 @@ never bodies, addresses, card numbers or credentials.
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
+import hashlib
 import logging
 import random
 import secrets
@@ -36,13 +39,16 @@ from functools import partial
 from typing import Callable
 
 from guard.classification.classify import Classifier
-from guard.digest.records import record_facts
+from guard.digest.records import store_facts
 from guard.errors import PermanentIOError, TransientIOError
+from guard.daemon.budget import AnalysisFailed, Analysed, BudgetExceeded, InlineAnalyser, WorkerDied
 from guard.daemon.journal import Journal, Key, Outgoing, Row
 from guard.daemon.mailbox import Fetched, Mailbox
 from guard.daemon.mailer import Mailer
-from guard.mail.message import ParsedMessage, parse
-from guard.respond.prepare import Env, prepare, reply_recipient
+from guard.mail.message import ParsedMessage
+from guard.mail.textutil import mask_card_numbers
+from guard.respond.prepare import LOOP_ALERT, TO_COORDINATOR, Env, SenderHistory, history_key, prepare
+from guard.respond.reply_gate import domain_key
 from guard.respond.policy import Policy, decide
 from guard.respond.reply_gate import ReplyHistory
 
@@ -88,8 +94,15 @@ class Executor:
     def __init__(self, *, journal: Journal, mailbox: Mailbox, mailer: Mailer, classifier: Classifier, policy: Policy,
                  env: Env, max_attempts: int = 3, retry: RetryPolicy = RetryPolicy(), clock: Clock = utc_now,
                  rng: Callable[[], float] = random.random, stop: asyncio.Event | None = None,
-                 batch_size: int = 50, batch_bytes: int = 16_000_000) -> None:
+                 batch_size: int = 50, batch_bytes: int = 16_000_000, analyser=None,
+                 outbox_retention_days: float = 0.0, progress: Callable[[], None] | None = None) -> None:
         self.journal = journal
+        #: parses and classifies each message (guard run: a worker process under the time budget)
+        self.analyser = analyser if analyser is not None else InlineAnalyser()
+        #: sent mail's bodies are purged from the outbox this many days after the send (0: at once)
+        self.outbox_retention_days = outbox_retention_days
+        #: called whenever a message moves on (read, sent, filed): /healthz's stuck-watcher check
+        self.progress = progress
         self.mailbox = mailbox
         self.mailer = mailer
         self.classifier = classifier
@@ -124,6 +137,10 @@ class Executor:
                         self.mailbox.mailbox, self.uidvalidity, uidvalidity)
         self.uidvalidity = uidvalidity
 
+    def _progress(self) -> None:
+        if self.progress is not None:
+            self.progress()
+
     # -- reconciliation ----------------------------------------------------------------
     async def reconcile(self) -> int:
         """Finish what a previous run left, then process every UID above the ledger's watermark.
@@ -133,6 +150,8 @@ class Executor:
         sent is filed; what is decided and unsent is finished at the next start)."""
         n = 0
         acct, mbox = self.mailbox.account, self.mailbox.mailbox
+        if self.outbox_retention_days > 0:
+            self.journal.purge_sent_outbox(self.clock() - timedelta(days=self.outbox_retention_days))
         try:
             for row in self.journal.unfinished(acct, mbox):
                 if self.stop.is_set():
@@ -183,11 +202,14 @@ class Executor:
         """Fetch, decide, send, file and mark done a batch of messages.
 
         IMAP: one FETCH, then one STORE and one MOVE per destination folder. Journal: one commit
-        for the batch's ledger rows (their ``attempts`` counted *before* anything is classified,
-        so a message that crashes guard is still found out), one for all the decisions and
-        intents, two per send (the commit point and "sent"), one for "done". A message seen
-        before (a retry after an error or a crash) is processed on its own, so that only the
-        message at fault accumulates attempts. Returns an outcome (or None: nothing to do) per UID.
+        for the batch's ledger rows and their ``attempts``, *before* any of it is parsed (so a
+        message that hangs or crashes guard is found out and costs only itself one attempt), one
+        for all the decisions and intents, two per send (the commit point and "sent"), one for
+        "done". Each message is parsed and classified by the analyser (a worker process under
+        ``daemon.message_time_budget_seconds``, :mod:`guard.daemon.budget`): past the budget it is
+        poison at once. A message seen before (a retry after an error or a crash) is processed
+        on its own, so that only the message at fault accumulates attempts. Returns an outcome
+        (or None: nothing to do) per UID.
         """
         results: dict[int, Outcome | None] = {}
         fresh: list[int] = []
@@ -199,35 +221,48 @@ class Executor:
                 results[uid] = None
             elif row.state == "decided":
                 results[uid] = await self.finish(row)
-            else:  # "new": an earlier attempt failed or crashed
+            else:  # "new": an earlier attempt failed, hung or crashed
                 results[uid] = await self._process_retry(row)
         if not fresh:
             return results
         fetched = await self.mailbox.fetch_many(fresh)
         if self.stop.is_set():
             return results  # stopping: nothing of this batch was begun, the next start takes it up
-        started: list[tuple[Row, Fetched, ParsedMessage]] = []
-        with self.journal.transaction():
+        begun: list[tuple[Row, Fetched]] = []
+        now = self.clock()
+        with self.journal.transaction():  # the attempts, committed before anything reads the mail
             for uid in fresh:
                 f = fetched.get(uid)
                 if f is None:
                     log.info("UID %s is no longer in %s", uid, self.mailbox.mailbox)
                     results[uid] = None
                     continue
-                msg = parse(f.raw)
-                begun = self._begin(self.key(uid), f, msg)
-                if not isinstance(begun, Row):
-                    results[uid] = begun
-                    continue
-                started.append((begun, f, msg))
-        decided: list[tuple[Row, Outcome | None]] = []
+                begun.append((self.journal.begin(self.key(uid), message_id=None, arrived=f.arrived, now=now), f))
+        analysed: list[tuple[Row, Fetched, Analysed]] = []
         poisoned: list[tuple[Row, Outcome]] = []
+        for row, f in begun:
+            a = await self._analyse(row, f)
+            if isinstance(a, Analysed):
+                analysed.append((row, f, a))
+            elif a.state == "poison":
+                poisoned.append((row, a))
+            else:
+                results[row.key.uid] = a
+        started: list[tuple[Row, Fetched, Analysed]] = []
         with self.journal.transaction():
-            for row, f, msg in started:
+            for row, f, a in analysed:
+                identified = self._identify(row, f, a)
+                if not isinstance(identified, Row):
+                    results[row.key.uid] = identified
+                    continue
+                started.append((identified, f, a))
+        decided: list[tuple[Row, Outcome | None]] = []
+        with self.journal.transaction():
+            for row, f, a in started:
                 if row.state == "decided":  # adopted after a UIDVALIDITY change, already decided
                     decided.append((row, None))
                     continue
-                out = self._decide(row, f, msg)
+                out = self._decide(row, f, a)
                 results[row.key.uid] = out
                 if out.state == "decided":
                     decided.append((self.journal.by_id(row.id), out))
@@ -238,72 +273,114 @@ class Executor:
             results[row.key.uid] = await self.poison(row, out.note or "error", out.subject)
         return results
 
+    async def _analyse(self, row: Row, f: Fetched) -> Analysed | Outcome:
+        """Parse and classify under the time budget (outside the event loop).
+
+        An outcome instead when that failed: "poison" (past the budget: at once; otherwise after
+        ``max_attempts``) or "error" (retried at the next reconcile)."""
+        uid, now = row.key.uid, self.clock()
+        try:
+            a = await self.analyser.analyse(f.raw, self.classifier)
+        except BudgetExceeded as exc:
+            reason = str(exc)
+        except (WorkerDied, AnalysisFailed) as exc:
+            error = f"{exc} while reading the message" if isinstance(exc, WorkerDied) else f"{exc} while deciding"
+            self.journal.record_error(row.id, error, now)
+            log.error("UID %s: %s (attempt %s of %s)", uid, error, row.attempts, self.max_attempts)
+            state = "poison" if row.attempts >= self.max_attempts else "error"
+            return Outcome(uid, None, state=state, note=error, subject=header_subject(f.raw))
+        else:
+            self._progress()
+            return a
+        self.journal.record_error(row.id, reason, now)
+        log.error("UID %s: %s: filed for review as poison", uid, reason)
+        return Outcome(uid, None, state="poison", note=reason, subject=header_subject(f.raw))
+
     async def _process_retry(self, row: Row) -> Outcome | None:
         f = (await self.mailbox.fetch_many([row.key.uid])).get(row.key.uid)
         if f is None:
             log.info("UID %s is no longer in %s", row.key.uid, self.mailbox.mailbox)
             self.journal.mark_done(row.id, self.clock(), note="gone from the mailbox before processing")
             return None
-        msg = parse(f.raw)
-        row = self._begin(row.key, f, msg)  # commits the attempt before classifying
-        if not isinstance(row, Row):
-            return row
+        # the attempt is committed before the message is read again
+        row = self.journal.begin(row.key, message_id=row.message_id, arrived=f.arrived, now=self.clock())
         if row.state == "decided":
             return await self.finish(row)
         if row.attempts > self.max_attempts:
-            return await self.poison(row, f"processing failed {row.attempts - 1} times", msg.subject)
-        out = self._decide(row, f, msg)
+            why = row.error or "guard stopped or crashed while reading it"
+            return await self.poison(row, f"processing failed {row.attempts - 1} times (last: {why})",
+                                     header_subject(f.raw))
+        a = await self._analyse(row, f)
+        if not isinstance(a, Analysed):
+            if a.state == "poison":
+                return await self.poison(row, a.note or "error", a.subject)
+            return a
+        identified = self._identify(row, f, a)
+        if not isinstance(identified, Row):
+            return identified
+        row = identified
+        if row.state == "decided":
+            return await self.finish(row)
+        out = self._decide(row, f, a)
         if out.state == "decided":
             await self.finish_many([(self.journal.by_id(row.id), out)])
         elif out.state == "poison":
-            return await self.poison(row, out.note or "error", msg.subject)
+            return await self.poison(row, out.note or "error", out.subject)
         return out
 
-    def _begin(self, key: Key, f: Fetched, msg: ParsedMessage) -> Row | Outcome | None:
-        """The ledger row for a fetched message (or an outcome: a duplicate by Message-ID, or None)."""
-        now = self.clock()
+    def _identify(self, row: Row, f: Fetched, a: Analysed) -> Row | Outcome | None:
+        """Once the message is read: its Message-ID and content on the ledger row, and the row
+        itself, or an outcome (a duplicate: the same Message-ID *and* the same content).
+
+        A message that reuses an earlier Message-ID with other content is a message of its own
+        and is classified as usual (a scam must not hide behind a genuine message's ID)."""
+        key, msg, now = row.key, a.msg, self.clock()
         mid = msg.message_id
-        row = self.journal.get(key)
-        if row is None and mid:
+        digest = content_digest(f.raw, msg)
+        self.journal.set_identity(row.id, message_id=mid, content=digest)
+        if mid:
             other = self.journal.by_message_id(key.account, mid, exclude=key)
+            same = other is not None and other.content is not None and other.content == digest
+            if other is not None and other.state in ("new", "decided") and other.content in (None, digest) \
+                    and other.key.uidvalidity != key.uidvalidity and other.key.mailbox == key.mailbox:
+                self.journal.discard(row.id)
+                self.journal.adopt(other.id, key, now)
+                log.info("UID %s: adopted ledger row %s after a UIDVALIDITY change", key.uid, other.id)
+                return self.journal.by_id(other.id)  # "decided": the caller finishes it
+            if other is not None and same:
+                note = (f"duplicate of ledger row {other.id} (same Message-ID and content): left alone, "
+                        "nothing sent")
+                self.journal.record_skip(key, message_id=mid, arrived=f.arrived, note=note, now=now)
+                decision_log.info("uid=%s uidvalidity=%s message_id=%s duplicate of row %s: left alone",
+                                  key.uid, key.uidvalidity, mid, other.id)
+                out = Outcome(key.uid, mid, state="duplicate", note=note, subject=msg.subject)
+                self.outcomes.append(out)
+                return out
             if other is not None:
-                if other.state in ("new", "decided") and other.key.uidvalidity != key.uidvalidity \
-                        and other.key.mailbox == key.mailbox:
-                    self.journal.adopt(other.id, key, now)
-                    log.info("UID %s: adopted ledger row %s after a UIDVALIDITY change", key.uid, other.id)
-                    row = self.journal.by_id(other.id)
-                    if row.state == "decided":
-                        return row  # the caller finishes it
-                else:
-                    note = f"duplicate of ledger row {other.id} (same Message-ID): left alone, nothing sent"
-                    self.journal.record_skip(key, message_id=mid, arrived=f.arrived, note=note, now=now)
-                    decision_log.info("uid=%s uidvalidity=%s message_id=%s duplicate of row %s: left alone",
-                                      key.uid, key.uidvalidity, mid, other.id)
-                    out = Outcome(key.uid, mid, state="duplicate", note=note, subject=msg.subject)
-                    self.outcomes.append(out)
-                    return out
-        row = self.journal.begin(key, message_id=mid, arrived=f.arrived, now=now)
+                log.info("UID %s reuses the Message-ID of ledger row %s with other content: classified on its own",
+                         key.uid, other.id)
         try:  # the digest's facts (sender, subject, date, campaign fingerprint; never the body)
-            record_facts(self.journal, row.id, msg)
+            store_facts(self.journal, row.id, a.facts)
         except Exception:  # pragma: no cover - the digest must never stop a message being handled
             log.exception("UID %s: could not record the digest facts", key.uid)
-        return row
+        return self.journal.by_id(row.id)
 
-    def _decide(self, row: Row, f: Fetched, msg: ParsedMessage) -> Outcome:
-        """Classify, pick the plan, gate and render; journal the decision and its intents.
+    def _decide(self, row: Row, f: Fetched, a: Analysed) -> Outcome:
+        """Pick the plan for the verdict, gate and render; journal the decision and its intents.
 
         Pure but for the journal (reads of the reply history, and the writes): nothing is sent.
         State of the returned outcome: "decided", "error" (will be retried) or "poison"."""
+        msg, verdict = a.msg, a.verdict
         key, mid, uid = row.key, msg.message_id, row.key.uid
         now = self.clock()
         try:
-            verdict = self.classifier.classify(msg)
             plan = decide(self.policy, verdict)
-            recipient = reply_recipient(msg)
+            recipient = history_key(msg)  # normalised: case and +tag do not make a new sender
             histories = self.reply_histories(recipient, plan, now, key.account, key.mailbox)
             breaker_due = self.journal.replies_since(now - timedelta(hours=1), template="breaker_alert") == 0
             decision = prepare(f.raw, msg, verdict, plan, env=self.env, now=now, arrived=f.arrived,
-                               histories=histories, breaker_alert_due=breaker_due, token=secrets.token_hex(8))
+                               histories=histories, breaker_alert_due=breaker_due, token=secrets.token_hex(8),
+                               sender_history=self.sender_history(recipient, now))
         except Exception as exc:  # a bug or a hostile message: never an auto-reply from here
             error = f"{type(exc).__name__} while deciding"
             self.journal.record_error(row.id, error, now)
@@ -313,12 +390,18 @@ class Executor:
                 return Outcome(uid, mid, state="poison", note=error, subject=msg.subject)
             return Outcome(uid, mid, state="error", note=error, subject=msg.subject)
         note = "message larger than imap.max_message_bytes: read truncated" if f.truncated else None
+        flag = decision.flag
+        if msg.defects and not decision.folder and not flag:
+            # malformed mail left in the inbox is flagged, so that somebody looks at it
+            flag = True
+            malformed = "malformed message (" + "; ".join(msg.defects[:5])[:300] + "): flagged for review"
+            note = f"{note}; {malformed}" if note else malformed
         summary = decision.summary()
         self.journal.record_decision(
             row.id, category=verdict.category, verdict=verdict.to_dict(), plan=decision.plan.describe(),
-            folder=decision.folder, flag=decision.flag, suppressed=[list(s) for s in decision.suppressed],
+            folder=decision.folder, flag=flag, suppressed=[list(s) for s in decision.suppressed],
             outgoing=[Outgoing(o.kind, o.template, o.recipient, o.envelope_from, o.message_id, o.raw,
-                               history_as=o.headers.get("shadow_for") or o.recipient)
+                               history_as=o.headers.get("history_as") or o.headers.get("shadow_for") or o.recipient)
                       for o in decision.outgoing], mode=self.mode, now=now, note=note)
         decision_log.info(
             "uid=%s uidvalidity=%s message_id=%s category=%s score=%.1f inner=%s paid=%s row=%s sends=%s "
@@ -335,13 +418,22 @@ class Executor:
         """The reply gate's view of the journal for the plan's replies (what was sent, and when)."""
         state = self.journal.mailbox_state(account, mailbox, now)
         last_hour = self.journal.replies_since(now - timedelta(hours=1))
+        domain_hour = self.journal.replies_to_domain(domain_key(recipient), now - timedelta(hours=1))
         out = {}
         for action in plan.sends:
             if action.do == "reply":
                 out[action.template] = ReplyHistory(
                     last_same=self.journal.last_reply(recipient, action.template) if recipient else None,
-                    last_hour=last_hour, first_start=state.first_start, uidvalidity_reset=state.uidvalidity_reset)
+                    last_hour=last_hour, first_start=state.first_start, uidvalidity_reset=state.uidvalidity_reset,
+                    domain_last_hour=domain_hour)
         return out
+
+    def sender_history(self, sender: str, now: datetime) -> SenderHistory:
+        """Forwards and alerts about ``sender`` (normalised) in the last hour, and its last loop alert."""
+        if not sender:
+            return SenderHistory()
+        return SenderHistory(self.journal.sends_about(sender, TO_COORDINATOR, now - timedelta(hours=1)),
+                             self.journal.last_reply(sender, LOOP_ALERT))
 
     # -- carrying out --------------------------------------------------------------------
     async def send_outbox(self, row: Row, outcome: Outcome | None = None) -> tuple[bool, bool]:
@@ -351,7 +443,7 @@ class Executor:
         for ob in self.journal.outbox(row.id):
             if ob.state == "sending":
                 # guard stopped at or after this send's commit point: the server has it (see journal)
-                self.journal.mark_unconfirmed(ob.id, self.clock())
+                self.journal.mark_unconfirmed(ob.id, self.clock(), purge=self.outbox_retention_days <= 0)
                 log.warning("outbox %s (%s of UID %s, Message-ID %s) was being handed to the SMTP server when "
                             "guard stopped: taken as sent (unconfirmed), not sent again", ob.id, ob.kind,
                             row.key.uid, ob.message_id)
@@ -388,7 +480,8 @@ class Executor:
                 log.error("outbox %s (%s of UID %s): permanent failure: %s", ob.id, ob.kind, row.key.uid, exc)
                 routing_failed |= ob.kind in ("forward", "alert")
                 continue
-            self.journal.mark_sent(ob.id, self.clock())
+            self.journal.mark_sent(ob.id, self.clock(), purge=self.outbox_retention_days <= 0)
+            self._progress()
             if outcome is not None:
                 outcome.sent.append(f"{ob.kind}:{ob.template}")
         return pending, routing_failed
@@ -438,6 +531,7 @@ class Executor:
                 if row.key.uid in gone and folder:
                     note = "gone from the mailbox before the move"
                 self.journal.mark_done(row.id, now, folder=folder, note=note)
+                self._progress()
                 if outcome is not None:
                     outcome.state = "done"
                     outcome.folder = folder
@@ -451,11 +545,46 @@ class Executor:
             await self.mailbox.flag_many([row.key.uid])
             await self.mailbox.move_many([row.key.uid], folder)
         self.journal.mark_poison(row.id, reason, folder, self.clock())
+        self._progress()
         decision_log.info("uid=%s uidvalidity=%s message_id=%s poison: %s folder=%s", row.key.uid,
                           row.key.uidvalidity, row.message_id, reason, folder)
         out = Outcome(row.key.uid, row.message_id, state="poison", note=reason, folder=folder, subject=subject)
         self.outcomes.append(out)
         return out
+
+
+#: what of a message's header is read in the event loop when it could not be parsed (poison)
+HEADER_PEEK_BYTES = 64_000
+
+
+def header_subject(raw: bytes) -> str:
+    """The Subject of a message that could not be read (for the log and the outcome), from at most
+    ``HEADER_PEEK_BYTES`` of its header, card numbers masked; "" when there is none."""
+    head = raw[:HEADER_PEEK_BYTES]
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = head.find(sep)
+        if i >= 0:
+            head = head[:i]
+            break
+    try:
+        subject = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head).get("Subject", "")
+        return mask_card_numbers(" ".join(str(subject).split()))[:300]
+    except Exception:  # a header too broken even for this: no subject
+        return ""
+
+
+def content_digest(raw: bytes, msg: ParsedMessage) -> str:
+    """What makes two copies of a message "the same" beyond the Message-ID: From, Date, Subject and
+    the body bytes. A copy delivered twice (other Received lines) or moved back into the inbox has
+    the same digest; another message that reuses the Message-ID has not."""
+    i = raw.find(b"\r\n\r\n")
+    j = raw.find(b"\n\n")
+    cut = min(x for x in (i, j, len(raw)) if x >= 0)
+    h = hashlib.sha256()
+    for value in (msg.header("From") or "", msg.header("Date") or "", msg.subject or ""):
+        h.update(value.encode("utf-8", "surrogateescape") + b"\0")
+    h.update(raw[cut:].lstrip(b"\r\n"))
+    return h.hexdigest()
 
 
 #: UIDs whose sizes are asked in one FETCH when planning batches

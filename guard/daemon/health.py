@@ -34,11 +34,16 @@ class AccountHealth:
     last_activity: float | None = None  # time.monotonic()
     last_error: str | None = None
     connections: int = 0
+    #: when the batch in hand began (None: no work in hand), and when a message last moved on
+    busy_since: float | None = None
+    last_progress: float | None = None
 
 
 @dataclass
 class Health:
     stale_seconds: float = 1140.0
+    #: work in hand and nothing moved on for this long: the watcher is stuck
+    stuck_seconds: float = 180.0
     registry: Registry = field(default_factory=lambda: REGISTRY)
     clock: Callable[[], float] = time.monotonic
     accounts: dict[str, AccountHealth] = field(default_factory=dict)
@@ -73,6 +78,16 @@ class Health:
         self.account(name).last_activity = self.clock()
         self._touch_metric(name)
 
+    def busy(self, name: str) -> None:
+        a = self.account(name)
+        a.busy_since = a.last_progress = self.clock()
+
+    def progressed(self, name: str) -> None:
+        self.account(name).last_progress = self.clock()
+
+    def idle(self, name: str) -> None:
+        self.account(name).busy_since = None
+
     def _touch_metric(self, name: str) -> None:
         self.registry.set("guard_last_activity_timestamp_seconds", time.time(), account=name)
 
@@ -87,6 +102,11 @@ class Health:
                 out.append(f"{a.account}: IMAP not connected" + (f" ({a.last_error})" if a.last_error else ""))
             elif a.last_activity is None or now - a.last_activity > self.stale_seconds:
                 out.append(f"{a.account}: no IDLE or poll for more than {self.stale_seconds:.0f} s")
+            if a.busy_since is not None:
+                quiet = now - max(a.busy_since, a.last_progress or a.busy_since)
+                if quiet > self.stuck_seconds:
+                    out.append(f"{a.account}: watcher stuck: mail in hand and no message read, sent or filed "
+                               f"for {quiet:.0f} s (limit {self.stuck_seconds:.0f} s)")
         out.extend(oauth.auth_problems())
         return out
 
@@ -179,19 +199,27 @@ class ObservedMailbox:
         return why
 
 
-def instrument(executor, registry: Registry = REGISTRY) -> None:
+def instrument(executor, registry: Registry = REGISTRY, health: Health | None = None) -> None:
     """Wrap ``executor.process_batch``: processing time per message (the batch's time shared out),
-    messages by category, replies sent/suppressed, errors."""
+    messages by category, replies sent/suppressed, errors; with ``health``, the work in hand and
+    the executor's progress (the stuck-watcher check of /healthz)."""
     inner = executor.process_batch
     account = executor.mailbox.account
+    if health is not None:
+        executor.progress = lambda: health.progressed(account)
 
     async def process_batch(uids):
         t0 = time.perf_counter()
+        if health is not None:
+            health.busy(account)
         try:
             results = await inner(uids)
         except (TransientIOError, PermanentIOError):
             registry.inc("guard_errors_total", account=account, kind="io")
             raise
+        finally:
+            if health is not None:
+                health.idle(account)
         outs = [o for o in results.values() if o is not None]
         share = (time.perf_counter() - t0) / max(1, len(outs))
         for out in outs:
@@ -271,6 +299,12 @@ class HealthServer:
                 await writer.wait_closed()
             except (ConnectionError, OSError):
                 pass
+
+
+def stuck_seconds_for(settings) -> float:
+    if settings.health.stuck_seconds is not None:
+        return settings.health.stuck_seconds
+    return 3 * settings.daemon.message_time_budget_seconds + 120
 
 
 def stale_seconds_for(settings) -> float:

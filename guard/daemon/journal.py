@@ -41,6 +41,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+from guard.respond.prepare import LOOP_ALERT, TO_COORDINATOR
+
 MIGRATIONS: list[str] = [
     # 1: the initial schema
     """
@@ -164,6 +166,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE digests ADD COLUMN handed_over REAL
     """,
+    # 4: what a message is besides its Message-ID (a duplicate has the same Message-ID *and* content;
+    # see guard.daemon.executor.content_digest); NULL for rows of before
+    """
+    ALTER TABLE messages ADD COLUMN content TEXT
+    """,
 ]
 
 FINAL_STATES = ("done", "poison")
@@ -203,6 +210,8 @@ class Row:
     error: str | None
     plan: list | None
     suppressed: list | None
+    #: the content digest (None: a row from before migration 4, or not read yet)
+    content: str | None = None
 
 
 @dataclass(frozen=True)
@@ -243,22 +252,62 @@ class Outgoing:
     history_as: str | None = None
 
 
+#: what is left of a sent message's body in the outbox once purged: an empty blob (the column is NOT NULL)
+PURGED = "x''"
+
+
+def _masked(value):
+    """Card numbers masked in every string of ``value`` (a str, or JSON-like lists and dicts)."""
+    from guard.mail.textutil import mask_card_numbers
+
+    if isinstance(value, str):
+        return mask_card_numbers(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(v) for v in value]
+    return value
+
+
 #: the note on an outbox row that was at its commit point when guard stopped (see the module doc)
 UNCONFIRMED = "unconfirmed: guard stopped after handing the message to the SMTP server, before its answer"
 
 
+def _recovery(path: str, problem: str) -> str:
+    return (f"{path}: the journal is damaged ({problem}); guard does not start with it, because it would "
+            "answer old mail again and could send a reply twice. To recover: stop guard; move the file "
+            f"(and {path}-wal, {path}-shm if present) aside; restore the latest backup of the journal, or "
+            f"try `sqlite3 {path} .recover | sqlite3 new.sqlite3` and put new.sqlite3 in its place; or, "
+            "knowing that mail already handled may be handled again, start with a new journal: "
+            "`guard run --new-journal` (or daemon.allow_new_journal = true)")
+
+
 class Journal:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, check: bool = True) -> None:
+        from guard.errors import ConfigError
+
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"{self.path}: cannot open the journal: {exc}") from None
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed "sent" survives a power cut, not only a crash of guard
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed "sent" survives a power cut, not only a crash of guard
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            if check and self.path != ":memory:":
+                # a truncated or overwritten file: refuse it before anything is read or written
+                found = [r[0] for r in self.db.execute("PRAGMA quick_check(5)")]
+                if found != ["ok"]:
+                    raise sqlite3.DatabaseError("; ".join(found)[:300])
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise ConfigError(_recovery(self.path, str(exc))) from None
 
     # -- housekeeping ------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -320,7 +369,7 @@ class Journal:
             state=r["state"], attempts=r["attempts"], arrived=_dt(r["arrived"]), category=r["category"],
             folder=r["folder"], flag=bool(r["flag"]), note=r["note"], error=r["error"],
             plan=json.loads(r["plan"]) if r["plan"] else None,
-            suppressed=json.loads(r["suppressed"]) if r["suppressed"] else None,
+            suppressed=json.loads(r["suppressed"]) if r["suppressed"] else None, content=r["content"],
         )
 
     def get(self, key: Key) -> Row | None:
@@ -349,6 +398,23 @@ class Journal:
                 return row
         return None
 
+    def is_empty(self) -> bool:
+        """No mailbox and no message recorded yet: a journal just created."""
+        return (self.db.execute("SELECT COUNT(*) FROM mailboxes").fetchone()[0] == 0
+                and self.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0)
+
+    def set_identity(self, row_id: int, *, message_id: str | None, content: str | None) -> None:
+        """The Message-ID and content digest of a row, known once the message is read."""
+        with self._tx():
+            self.db.execute("UPDATE messages SET message_id=COALESCE(?, message_id), content=? WHERE id=?",
+                            (message_id, content, row_id))
+
+    def discard(self, row_id: int) -> None:
+        """Delete a ``new`` row that has nothing attached (before adopting another row for its UID)."""
+        with self._tx():
+            self.db.execute("DELETE FROM message_facts WHERE message=?", (row_id,))
+            self.db.execute("DELETE FROM messages WHERE id=? AND state='new'", (row_id,))
+
     def begin(self, key: Key, *, message_id: str | None, arrived: datetime | None, now: datetime) -> Row:
         """Start (or restart) processing a message: creates the row or counts one more attempt."""
         with self._tx():
@@ -372,25 +438,30 @@ class Journal:
             self.db.execute(
                 "UPDATE messages SET state='decided', category=?, verdict=?, plan=?, folder=?, flag=?, suppressed=?, "
                 "mode=?, note=?, error=NULL, updated=? WHERE id=? AND state='new'",
-                (category, json.dumps(verdict, ensure_ascii=False), json.dumps(plan), folder, int(flag),
-                 json.dumps(suppressed, ensure_ascii=False), mode, note, _ts(now), row_id))
+                (category, json.dumps(_masked(verdict), ensure_ascii=False), json.dumps(plan), folder, int(flag),
+                 json.dumps(_masked(suppressed), ensure_ascii=False), mode, _masked(note), _ts(now), row_id))
             for seq, o in enumerate(outgoing):
                 cur = self.db.execute(
                     "INSERT INTO outbox (message, seq, kind, template, recipient, envelope_from, message_id, raw, "
                     "state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?)",
                     (row_id, seq, o.kind, o.template, o.recipient, o.envelope_from, o.message_id, o.raw, _ts(now)))
-                if o.kind == "reply" or o.template == "breaker_alert":
+                if o.kind == "reply" or o.template in ("breaker_alert", LOOP_ALERT):
                     self.db.execute("INSERT INTO replies (recipient, template, at, outbox) VALUES (?, ?, ?, ?)",
                                     ((o.history_as or o.recipient).lower(), o.template, _ts(now), cur.lastrowid))
+                if o.kind in ("forward", "alert") and o.history_as and o.history_as.lower() != o.recipient.lower():
+                    # counted against the sender it is about (the per-sender limit of forwards and alerts)
+                    self.db.execute("INSERT INTO replies (recipient, template, at, outbox) VALUES (?, ?, ?, ?)",
+                                    (o.history_as.lower(), TO_COORDINATOR, _ts(now), cur.lastrowid))
 
     def record_error(self, row_id: int, error: str, now: datetime) -> None:
         with self._tx():
-            self.db.execute("UPDATE messages SET error=?, updated=? WHERE id=?", (error[:500], _ts(now), row_id))
+            self.db.execute("UPDATE messages SET error=?, updated=? WHERE id=?",
+                            (_masked(error)[:500], _ts(now), row_id))
 
     def mark_poison(self, row_id: int, note: str, folder: str | None, now: datetime) -> None:
         with self._tx():
             self.db.execute("UPDATE messages SET state='poison', note=?, folder=?, flag=1, updated=? WHERE id=?",
-                            (note[:500], folder, _ts(now), row_id))
+                            (_masked(note)[:500], folder, _ts(now), row_id))
             self._queue_for_digest(row_id, now)
 
     def mark_done(self, row_id: int, now: datetime, *, folder: str | None = None, note: str | None = None) -> None:
@@ -415,7 +486,7 @@ class Journal:
                 "ON CONFLICT (account, mailbox, uidvalidity, uid) DO UPDATE SET state='done', note=excluded.note, "
                 "updated=excluded.updated",
                 (key.account, key.mailbox, key.uidvalidity, key.uid, message_id, _ts(arrived) if arrived else None,
-                 note, _ts(now), _ts(now)))
+                 _masked(note), _ts(now), _ts(now)))
 
     def adopt(self, row_id: int, key: Key, now: datetime) -> None:
         """Point an unfinished row at the message's new UID after a UIDVALIDITY change."""
@@ -459,16 +530,28 @@ class Journal:
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint)}")
 
-    def mark_unconfirmed(self, outbox_id: int, now: datetime) -> None:
-        """A ``sending`` row found after a crash: taken as sent, never sent twice (see the module doc)."""
+    def mark_unconfirmed(self, outbox_id: int, now: datetime, *, purge: bool = False) -> None:
+        """A ``sending`` row found after a crash: taken as sent, never sent twice (see the module doc).
+        ``purge``: its body is dropped at once (see :meth:`mark_sent`)."""
         with self._tx():
             self.db.execute("UPDATE outbox SET state='sent', sent=?, last_error=? WHERE id=? AND state='sending'",
                             (_ts(now), UNCONFIRMED, outbox_id))
+            if purge:
+                self.db.execute(f"UPDATE outbox SET raw={PURGED} WHERE id=? AND state='sent'", (outbox_id,))
 
-    def mark_sent(self, outbox_id: int, now: datetime) -> None:
+    def mark_sent(self, outbox_id: int, now: datetime, *, purge: bool = False) -> None:
+        """``purge``: the body is dropped in the same commit (a forward carries the whole original
+        message, card numbers and all; once the server has it, guard needs only the row)."""
+        raw = f", raw={PURGED}" if purge else ""
         with self._tx():
-            self.db.execute("UPDATE outbox SET state='sent', sent=?, last_error=NULL, attempts=attempts+1 WHERE id=?",
-                            (_ts(now), outbox_id))
+            self.db.execute(f"UPDATE outbox SET state='sent', sent=?, last_error=NULL, attempts=attempts+1{raw} "
+                            "WHERE id=?", (_ts(now), outbox_id))
+
+    def purge_sent_outbox(self, before: datetime) -> int:
+        """Drop the bodies of mail sent before ``before`` (daemon.outbox_retention_days); returns how many."""
+        with self._tx():
+            return self.db.execute(f"UPDATE outbox SET raw={PURGED} WHERE state='sent' AND sent < ? "
+                                   f"AND length(raw) > 0", (_ts(before),)).rowcount
 
     def mark_retry(self, outbox_id: int, error: str, next_attempt: datetime) -> None:
         with self._tx():
@@ -495,10 +578,24 @@ class Journal:
 
     def replies_since(self, since: datetime, template: str | None = None) -> int:
         if template is None:
-            q = "SELECT COUNT(*) FROM replies WHERE at >= ? AND template != 'breaker_alert'"
-            return self.db.execute(q, (_ts(since),)).fetchone()[0]
+            q = ("SELECT COUNT(*) FROM replies WHERE at >= ? AND template NOT IN (?, ?, ?)")
+            return self.db.execute(q, (_ts(since), "breaker_alert", LOOP_ALERT, TO_COORDINATOR)).fetchone()[0]
         return self.db.execute("SELECT COUNT(*) FROM replies WHERE at >= ? AND template = ?",
                                (_ts(since), template)).fetchone()[0]
+
+    def sends_about(self, recipient: str, template: str, since: datetime) -> int:
+        """How many history entries ``template`` for ``recipient`` (normalised) since ``since``."""
+        return self.db.execute("SELECT COUNT(*) FROM replies WHERE recipient=? AND template=? AND at >= ?",
+                               (recipient.lower(), template, _ts(since))).fetchone()[0]
+
+    def replies_to_domain(self, domain: str, since: datetime) -> int:
+        """Automatic replies since ``since`` to addresses at ``domain`` (the domain's rate limit)."""
+        if not domain:
+            return 0
+        pattern = "%@" + domain.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        q = ("SELECT COUNT(*) FROM replies WHERE at >= ? AND recipient LIKE ? ESCAPE '\\' "
+             "AND template NOT IN (?, ?, ?)")
+        return self.db.execute(q, (_ts(since), pattern, "breaker_alert", LOOP_ALERT, TO_COORDINATOR)).fetchone()[0]
 
     # -- reporting ---------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

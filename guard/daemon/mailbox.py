@@ -101,6 +101,8 @@ class ImapMailbox:
         self.account = account or settings.username
         self.mailbox = settings.mailbox
         self.folders = tuple(folders)
+        #: guard's folders that existed at the first connection (before guard created any)
+        self.preexisting_folders: tuple[str, ...] | None = None
         self.client_factory = client_factory
         self.token_provider = token_provider or token_provider_from(settings)
         self._client: IMAPClient | None = None
@@ -169,8 +171,12 @@ class ImapMailbox:
                     self._delimiter = d.decode() if isinstance(d, bytes) else str(d)
             except Exception:
                 self._delimiter = "/"
+            existing = []
             for name in self.folders:
-                self._ensure_folder_sync(client, self.folder_name(name))
+                if self._ensure_folder_sync(client, self.folder_name(name)):
+                    existing.append(name)
+            if self.preexisting_folders is None:  # what guard found at its first connection
+                self.preexisting_folders = tuple(existing)
             info = client.select_folder(self.mailbox)
             uidvalidity = int(info[b"UIDVALIDITY"])
             return client, uidvalidity
@@ -182,9 +188,10 @@ class ImapMailbox:
             raise
 
     @staticmethod
-    def _ensure_folder_sync(client: IMAPClient, name: str) -> None:
+    def _ensure_folder_sync(client: IMAPClient, name: str) -> bool:
+        """Create the folder when missing; True when it existed already."""
         if client.folder_exists(name):
-            return
+            return True
         try:
             client.create_folder(name)
         except IMAPClientError as exc:
@@ -195,6 +202,7 @@ class ImapMailbox:
         except IMAPClientError:
             pass
         log.info("created folder %s", name)
+        return False
 
     async def open(self) -> int:
         """Connect, log in, create missing folders, select the mailbox; returns its UIDVALIDITY."""

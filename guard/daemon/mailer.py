@@ -172,6 +172,10 @@ class SmtpMailer:
         except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected,
                 OSError) as exc:
             client.close()
+            tls = _tls_failure(exc)
+            if tls is not None:
+                # an untrusted or wrong certificate does not fix itself: permanent, never retried
+                raise PermanentIOError(f"SMTP TLS with {s.host}:{s.effective_port()}: {tls}") from None
             raise TransientIOError(f"SMTP connect to {s.host}:{s.effective_port()}: {type(exc).__name__}") from None
         except ssl.SSLError as exc:
             client.close()
@@ -241,6 +245,24 @@ class SmtpMailer:
             raise _code_error(exc.code, "authentication failed") from None
         except aiosmtplib.SMTPException as exc:
             raise PermanentIOError(f"SMTP authentication: {type(exc).__name__}") from None
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """The TLS failure behind a connection error (aiosmtplib may wrap it), as text; None if none.
+    A certificate that does not verify, or a TLS handshake refused, is permanent."""
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 5:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"certificate not trusted: {e.verify_message or e.reason or 'verification failed'}"
+        if isinstance(e, ssl.SSLError):
+            return f"TLS failed: {e.reason or type(e).__name__}"
+        e = e.__cause__ or e.__context__
+        seen += 1
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return "certificate not trusted: " + _SAFE_TEXT.sub("?", text)[:200]
+    return None
 
 
 class _CommitFailed(Exception):

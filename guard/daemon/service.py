@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Callable
 
 from guard.errors import ConfigError, PermanentIOError, TransientIOError
+from guard.daemon.budget import ProcessAnalyser
 from guard.daemon.executor import Executor, RetryPolicy, utc_now
 from guard.daemon.journal import Journal
 from guard.daemon.mailbox import ImapMailbox, Mailbox
@@ -98,7 +99,8 @@ class Daemon:
         self.executor = Executor(journal=journal, mailbox=mailbox, mailer=mailer, classifier=classifier, policy=policy,
                                  env=build_env(settings, renderer, mode), max_attempts=d.max_attempts, retry=retry,
                                  clock=clock, rng=rng, stop=self.stop, batch_size=d.batch_size,
-                                 batch_bytes=d.batch_bytes)
+                                 batch_bytes=d.batch_bytes, analyser=ProcessAnalyser(d.message_time_budget_seconds),
+                                 outbox_retention_days=d.outbox_retention_days)
         imap = settings.imap
         self.backoff = Backoff(imap.reconnect_initial_seconds, imap.reconnect_max_seconds) if imap else Backoff()
         self.idle_seconds = imap.idle_seconds if imap else 60.0
@@ -138,6 +140,7 @@ class Daemon:
             while not self.stop.is_set():
                 try:
                     uidvalidity = await self.mailbox.open()
+                    self.check_new_journal()
                     self.executor.opened(uidvalidity)
                     self.connected_once.set()
                     n = await self.executor.reconcile()
@@ -165,10 +168,25 @@ class Daemon:
                         pass
             return 0
         finally:
+            await self.executor.analyser.close()
             await self.executor.mailer.close()
             await self.mailbox.close()
             counts = self.journal.counts()
             log.info("stopped; journal: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "empty")
+
+    def check_new_journal(self) -> None:
+        """An empty journal beside guard's folders on the server (the journal was lost, or another
+        path configured) is refused unless asked for: it would answer old mail again."""
+        if self.mode == "dry-run" or self.settings.daemon.allow_new_journal or not self.journal.is_empty():
+            return
+        existing = list(getattr(self.mailbox, "preexisting_folders", ()) or ())
+        if existing:
+            raise ConfigError(
+                f"{self.journal.path}: the journal is new or empty, but the IMAP account "
+                f"{self.mailbox.account} already has guard's folders ({', '.join(existing)}): guard ran "
+                "here before with another journal. Restore that journal (daemon.journal), or start a new "
+                "one on purpose with `guard run --new-journal` (or daemon.allow_new_journal = true); "
+                "mail already handled may then be handled again")
 
     async def _watch(self) -> None:
         """IDLE (or poll) and reconcile after every wake-up, until stopped or the connection fails."""

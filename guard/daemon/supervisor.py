@@ -23,7 +23,8 @@ from typing import Callable
 from guard.daemon import health as health_module
 from guard.daemon.service import Daemon, build_env, folder_names, load_policy_and_templates
 from guard.errors import ConfigError
-from guard.daemon.health import Health, HealthServer, ObservedMailbox, instrument, stale_seconds_for
+from guard.daemon.health import (Health, HealthServer, ObservedMailbox, instrument, stale_seconds_for,
+                                 stuck_seconds_for)
 from guard.daemon.journal import Journal
 from guard.daemon.mailbox import ImapMailbox
 from guard.settings import GuardSettings
@@ -79,7 +80,8 @@ class Supervisor:
         self.reloader = reloader
         self.restart_delay = restart_delay
         self.stopping = asyncio.Event()
-        self.health = health or Health(stale_seconds=stale_seconds_for(settings))
+        self.health = health or Health(stale_seconds=stale_seconds_for(settings),
+                                       stuck_seconds=stuck_seconds_for(settings))
         health_module.CURRENT = self.health  # guard.daemon.health.auth_problems() for the digest
         if journal is None:
             journal = Journal(":memory:" if mode == "dry-run" else settings.daemon.journal)
@@ -105,7 +107,7 @@ class Supervisor:
             mailer = mailer_factory(s) if mailer_factory is not None else None
             d = Daemon(s, classifier=classifier, mode=mode, once=once, mailbox=ObservedMailbox(inner, self.health),
                        mailer=mailer, journal=journal)
-            instrument(d.executor, self.health.registry)
+            instrument(d.executor, self.health.registry, self.health)
             self.watchers.append(Watcher(name, s, d))
 
     # -- signals -------------------------------------------------------------------------
@@ -164,6 +166,8 @@ class Supervisor:
         while True:
             try:
                 return await w.daemon.run()
+            except ConfigError:
+                raise  # not a watcher's bad luck: guard must not run like this (the message says why)
             except Exception:
                 log.exception("account %s: watcher failed; restarting it in %.0f s", w.name, self.restart_delay)
                 self.health.disconnected(w.name, "watcher failed")

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from guard.digest import campaigns
 from guard.digest.build import Record, Send
 from guard.daemon.journal import UNCONFIRMED, Journal
+from guard.mail.textutil import mask_card_numbers
 
 LISTS = ("allowlist", "denylist")
 #: the fingerprint reads the start of the text only (a campaign shows in its first pages; bounded time)
@@ -50,17 +51,21 @@ def facts_of(msg) -> dict:
     """Sender, subject, date and fingerprint of a parsed message (a report: of its forwarded message)."""
     inner = msg.forwarded[0] if msg.forwarded else None
     src = inner if inner is not None else msg
-    return {
-        "sender": _addr(msg.from_), "subject": (msg.subject or "")[:300],
+    return {  # card numbers masked before anything is stored
+        "sender": _addr(msg.from_), "subject": mask_card_numbers(msg.subject or "")[:300],
         "date": _ts(msg.date) if msg.date and msg.date.tzinfo else None,
         "inner_sender": _addr(inner.from_) if inner is not None else "",
-        "inner_subject": (inner.subject or "")[:300] if inner is not None else "",
+        "inner_subject": mask_card_numbers(inner.subject or "")[:300] if inner is not None else "",
         "fingerprint": campaigns.fingerprint(src.subject, src.text[:FINGERPRINT_CHARS]),
     }
 
 
 def record_facts(journal: Journal, row_id: int, msg) -> None:
-    f = facts_of(msg)
+    store_facts(journal, row_id, facts_of(msg))
+
+
+def store_facts(journal: Journal, row_id: int, f: dict) -> None:
+    """The facts of :func:`facts_of` (computed where the message was read: the daemon's analyser)."""
     with journal._tx():
         journal.db.execute(
             "INSERT OR REPLACE INTO message_facts (message, sender, subject, date, inner_sender, inner_subject, "

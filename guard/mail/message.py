@@ -85,18 +85,112 @@ class Attachment:
 
 
 @dataclass(frozen=True, slots=True)
-class AuthResults:
-    """SPF, DKIM and DMARC results from the first Authentication-Results header.
+class AuthMethod:
+    """One result of an Authentication-Results header (RFC 8601 section 2.2): ``dkim=pass header.d=x.org``."""
 
-    The first header is the one the receiving server added; lower ones may be
-    forged by the sender. Each value is the lower-cased result ("pass",
-    "fail", "softfail", "none", ...) or None when not present.
+    method: str  # lower case: spf, dkim, dmarc, ...
+    result: str  # lower case: pass, fail, none, ...
+    props: tuple[tuple[str, str], ...] = ()  # (ptype.property lower-cased, value): ("header.d", "x.org")
+
+    def prop(self, name: str) -> str | None:
+        for k, v in self.props:
+            if k == name:
+                return v
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthHeader:
+    authserv_id: str  # lower case
+    methods: tuple[AuthMethod, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCheck:
+    """Whether a trusted receiving server authenticated the From domain (see :meth:`AuthResults.check`)."""
+
+    passed: bool
+    reason: str
+
+
+def _aligned(domain: str, from_domain: str) -> bool:
+    """Relaxed alignment (RFC 7489 section 3.1): the same registrable (organisational) domain."""
+    domain, from_domain = domain.strip().strip(".").lower(), from_domain.strip().strip(".").lower()
+    if not domain or not from_domain:
+        return False
+    return domain == from_domain or domains.registrable(domain) == domains.registrable(from_domain)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResults:
+    """SPF, DKIM and DMARC results, and every Authentication-Results header in order (top first).
+
+    ``spf``, ``dkim``, ``dmarc`` and ``authserv_id`` come from the first (topmost) header, the
+    one a receiving server adds last; they are hints for classification only. Whether a reply
+    may go out is decided by :meth:`check`, which believes only the headers of the configured
+    authserv-ids above any other one (RFC 8601 section 5: a receiving server prepends its header
+    and removes or ignores forged ones below; whatever the sender wrote sits below it).
     """
 
     spf: str | None = None
     dkim: str | None = None
     dmarc: str | None = None
     authserv_id: str | None = None
+    headers: tuple[AuthHeader, ...] = ()
+
+    def trusted(self, authserv_ids) -> tuple[AuthHeader, ...]:
+        """The topmost run of headers whose authserv-id is one of ``authserv_ids``; nothing below the
+        first header of another authserv-id counts (it may be the sender's)."""
+        ids = {i.strip().strip(".").lower() for i in authserv_ids}
+        out = []
+        for h in self.headers:
+            if h.authserv_id not in ids:
+                break
+            out.append(h)
+        return tuple(out)
+
+    def check(self, authserv_ids, from_domain: str) -> AuthCheck:
+        """Passed when a trusted server reports DMARC pass for the From domain, or SPF or DKIM pass
+        aligned with it (relaxed: the same registrable domain), and no DMARC failure."""
+        ids = [i for i in authserv_ids if i.strip()]
+        if not ids:
+            return AuthCheck(False, "no trusted authserv-id configured ([daemon] trusted_authserv_ids)")
+        run = self.trusted(ids)
+        if not run:
+            if self.headers:
+                return AuthCheck(False, f"no Authentication-Results from a trusted server (the topmost is from "
+                                        f"{self.headers[0].authserv_id[:60]!r})")
+            return AuthCheck(False, "no Authentication-Results header")
+        if not from_domain:
+            return AuthCheck(False, "no From domain to authenticate")
+        methods = [m for h in run for m in h.methods]
+        for m in methods:
+            if m.method == "dmarc" and m.result not in ("pass", "none", "bestguesspass"):
+                return AuthCheck(False, f"dmarc={m.result[:20]}")
+        seen: list[str] = []
+        for m in methods:
+            if m.method not in ("spf", "dkim", "dmarc"):
+                continue
+            if m.result != "pass":
+                seen.append(f"{m.method}={m.result[:20]}")
+                continue
+            if m.method == "dmarc":
+                hf = m.prop("header.from")
+                if hf is None or _aligned(hf, from_domain):
+                    return AuthCheck(True, "dmarc=pass")
+                seen.append(f"dmarc=pass for {hf[:60]} (not the From domain)")
+            elif m.method == "dkim":
+                d = m.prop("header.d") or (m.prop("header.i") or "").rpartition("@")[2]
+                if _aligned(d, from_domain):
+                    return AuthCheck(True, f"dkim=pass aligned ({d[:60]})")
+                seen.append(f"dkim=pass for {d[:60] or '?'} (not aligned with From)")
+            else:
+                mf = m.prop("smtp.mailfrom") or ""
+                d = mf.rpartition("@")[2]
+                if _aligned(d, from_domain):
+                    return AuthCheck(True, f"spf=pass aligned ({d[:60]})")
+                seen.append(f"spf=pass for {d[:60] or '?'} (not aligned with From)")
+        return AuthCheck(False, ", ".join(seen) or "no SPF, DKIM or DMARC result")
 
 
 @dataclass(frozen=True)
@@ -126,6 +220,8 @@ class ParsedMessage:
     forward_style: str | None  # how the first embedded message was found
     defects: tuple[str, ...]
     size: int
+    #: the addresses of Resent-To and Resent-Cc (RFC 5322 section 3.6.6)
+    resent: tuple[Address, ...] = ()
     _lower: dict = field(default_factory=dict, repr=False, compare=False)
 
     def header(self, name: str) -> str | None:
@@ -202,16 +298,28 @@ def _from_message(msg: email.message.Message, size: int, depth: int) -> ParsedMe
     for d in getattr(msg, "defects", []) or []:
         defects.append(type(d).__name__)
 
-    headers = tuple((str(k), _decode_header(v, defects)) for k, v in msg.raw_items())
+    raw_items = list(msg.raw_items())
+    headers = tuple((str(k), _decode_header(v, defects)) for k, v in raw_items)
     get = {}
     for k, v in headers:
         get.setdefault(k.lower(), v)
+    # address headers are parsed from the raw value: encoded words are decoded in display names only
+    raw_get: dict[str, list[str]] = {}
+    for k, v in raw_items:
+        if str(k).lower() in _ADDRESS_HEADERS:
+            raw_get.setdefault(str(k).lower(), []).append(_raw_header(v, defects))
 
-    from_ = _first_address(get.get("from"), defects, "From")
+    def first_raw(name: str) -> str | None:
+        vals = raw_get.get(name)
+        return vals[0] if vals else None
+
+    from_ = _first_address(first_raw("from"), defects, "From")
     if "from" not in get:
         defects.append("missing From header")
-    sender = _first_address(get.get("sender"), defects, "Sender")
-    reply_to = _addresses(get.get("reply-to"))
+    elif len(raw_get.get("from", ())) > 1:
+        defects.append("several From headers")
+    sender = _first_address(first_raw("sender"), defects, "Sender")
+    reply_to = _addresses(first_raw("reply-to"))
     rp = get.get("return-path")
     return_path = None
     if rp is not None:
@@ -270,8 +378,8 @@ def _from_message(msg: email.message.Message, size: int, depth: int) -> ParsedMe
         sender=sender,
         reply_to=reply_to,
         return_path=return_path,
-        to=_addresses(get.get("to")),
-        cc=_addresses(get.get("cc")),
+        to=_addresses(first_raw("to")),
+        cc=_addresses(first_raw("cc")),
         subject=subject,
         date=date,
         message_id=mid,
@@ -290,6 +398,8 @@ def _from_message(msg: email.message.Message, size: int, depth: int) -> ParsedMe
         forward_style=style,
         defects=tuple(dict.fromkeys(defects)),
         size=size,
+        resent=tuple(a for name in ("resent-to", "resent-cc") for v in raw_get.get(name, ())
+                     for a in _addresses(v))[:100],
     )
 
 
@@ -335,18 +445,131 @@ def _decode_header(value, defects: list[str]) -> str:
         return str(value)[:MAX_HEADER_CHARS] if value is not None else ""
 
 
+_ADDRESS_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "resent-to", "resent-cc"})
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_WS = re.compile(r"\s+")
+MAX_ADDRESSES = 100
+
+
+def _raw_header(value, defects: list[str]) -> str:
+    """An address header's value as sent, unfolded, encoded words left as they are; raw 8-bit
+    bytes (RFC 6532 UTF-8, or a legacy charset) are read as UTF-8 or cp1252."""
+    try:
+        value = str(value)
+        if any(0xDC80 <= ord(c) <= 0xDCFF for c in value):
+            value, _ = decode_bytes(value.encode("utf-8", errors="surrogateescape"), None)
+        return value.replace("\r", "").replace("\n", "")[:MAX_HEADER_CHARS]
+    except Exception:
+        defects.append("undecodable header")
+        return ""
+
+
+def _split_mailboxes(value: str) -> list[tuple[str, str]] | None:
+    """RFC 5322 address-list -> [(display part, address)], linear: commas inside quoted strings,
+    comments and angle brackets separate nothing; group names (``name: ...;``) are dropped.
+    None when a quoted string, comment or angle bracket is never closed."""
+    out: list[tuple[str, str]] = []
+    name: list[str] = []
+    angle: list[str] | None = None
+    last_angle: str | None = None
+    comment: list[str] = []
+    depth, quoted, escaped = 0, False, False
+
+    def flush() -> None:
+        nonlocal name, last_angle, angle, comment
+        display = "".join(name).strip()
+        if angle is not None:  # "<x@y" never closed
+            last_angle = "".join(angle)
+        if last_angle is not None:
+            addr = last_angle.rpartition(":")[2] if ":" in last_angle else last_angle  # <@route:x@y>
+            out.append((display, addr.strip()))
+        elif display:
+            # a bare addr-spec; an old-style "(Name)" comment is its display name
+            out.append(("".join(comment).strip(), _WS.sub("", display)))
+        name, angle, last_angle, comment = [], None, None, []
+
+    for ch in value:
+        if escaped:
+            escaped = False
+            (comment if depth else angle if angle is not None else name).append(ch)
+            continue
+        if ch == "\\" and (quoted or depth):
+            escaped = True
+            continue
+        if depth:
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+                if not depth:
+                    continue
+            if depth:
+                comment.append(ch)
+            continue
+        if quoted:
+            if ch == '"':
+                quoted = False
+            else:
+                name.append(ch)
+            continue
+        if angle is not None:
+            if ch == ">":
+                last_angle, angle = "".join(angle), None
+            else:
+                angle.append(ch)
+            continue
+        if ch == '"':
+            quoted = True
+        elif ch == "(":
+            depth = 1
+        elif ch == "<":
+            angle = []
+        elif ch == ",":
+            flush()
+        elif ch == ":" and last_angle is None:
+            name, comment = [], []  # a group's display name: not an address
+        elif ch == ";":
+            flush()
+        else:
+            name.append(ch)
+        if len(out) >= MAX_ADDRESSES:
+            break
+    if quoted or depth or angle is not None:
+        return None
+    flush()
+    return out[:MAX_ADDRESSES]
+
+
+def _decode_display_name(name: str) -> str:
+    """RFC 2047 encoded words decoded in a display name (only there); control characters (CR, LF,
+    NUL ...) become spaces: a display name is text, never header or address syntax."""
+    if "=?" in name:
+        try:
+            parts = []
+            for chunk, cs in email.header.decode_header(name):
+                parts.append(decode_bytes(chunk, cs)[0] if isinstance(chunk, bytes) else chunk)
+            name = "".join(parts)
+        except Exception:
+            pass
+    return _WS.sub(" ", _CONTROLS.sub(" ", name)).strip()[:200]
+
+
 def _addresses(value: str | None) -> tuple[Address, ...]:
+    """The addresses of an address header's raw value (see :func:`_split_mailboxes`)."""
     if not value:
         return ()
-    try:
-        pairs = email.utils.getaddresses([value])
-    except Exception:
-        return ()
+    pairs = _split_mailboxes(value)
+    if pairs is None:  # unbalanced: the lenient stdlib split, still of the raw value (names not decoded yet)
+        try:
+            pairs = [(n, a.strip("<>")) for n, a in email.utils.getaddresses([value])[:MAX_ADDRESSES]]
+        except Exception:
+            return ()
     out = []
-    for name, addr in pairs[:100]:
-        addr = addr.strip().strip("<>").lower()
+    for display, addr in pairs:
+        addr = _CONTROLS.sub("", addr).strip().lower()
+        name = _decode_display_name(display)
         if addr or name:
-            out.append(Address(name.strip(), addr))
+            out.append(Address(name, addr))
     return tuple(out)
 
 
@@ -572,16 +795,79 @@ def _host_of(url: str) -> str | None:
     return host
 
 
-_AUTH_RESULT = re.compile(r"\b(spf|dkim|dmarc)\s*=\s*([a-z]+)", re.I)
+#: one RFC 8601 "resinfo" token: name=value with a quoted or plain value, or a bare word
+_AR_TOKEN = re.compile(r'[^\s"=]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)|"(?:[^"\\]|\\.)*"|[^\s"]+')
+_AR_EQUALS = re.compile(r"[ \t]*=[ \t]*")
+MAX_AUTH_HEADERS = 20
+
+
+def _ar_structure(value: str) -> tuple[str, list[str]]:
+    """Comments removed, the value split at the semicolons outside quoted strings (linear)."""
+    parts, cur, depth, quoted, escaped = [], [], 0, False, False
+    for ch in value:
+        if escaped:
+            escaped = False
+            if not depth:
+                cur.append(ch)
+            continue
+        if ch == "\\" and (quoted or depth):
+            escaped = True
+            if not depth:
+                cur.append(ch)
+            continue
+        if quoted:
+            quoted = ch != '"'
+            cur.append(ch)
+        elif ch == "(":
+            depth += 1
+        elif depth:
+            if ch == ")":
+                depth -= 1
+        elif ch == '"':
+            quoted = True
+            cur.append(ch)
+        elif ch == ";":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts[0], parts[1:]
+
+
+def _parse_auth_header(value: str) -> AuthHeader | None:
+    head, resinfos = _ar_structure(value)
+    words = head.split()
+    if not words:
+        return None
+    methods = []
+    for info in resinfos[:50]:
+        tokens = _AR_TOKEN.findall(_AR_EQUALS.sub("=", info.strip()))
+        if not tokens or "=" not in tokens[0]:
+            continue  # "none", or not a result
+        method, _, result = tokens[0].partition("=")
+        props = []
+        for t in tokens[1:]:
+            k, eq, v = t.partition("=")
+            if eq and k:
+                props.append((k.lower(), v.strip('"').strip()))
+        methods.append(AuthMethod(method.split("/", 1)[0].lower(), result.strip('"').lower(), tuple(props)))
+    return AuthHeader(words[0].lower().rstrip("."), tuple(methods))
 
 
 def _auth_results(headers: tuple[tuple[str, str], ...]) -> AuthResults:
+    parsed = []
     for name, value in headers:
         if name.lower() != "authentication-results":
             continue
-        found: dict[str, str] = {}
-        for method, result in _AUTH_RESULT.findall(value):
-            found.setdefault(method.lower(), result.lower())
-        authserv = value.split(";", 1)[0].strip().split()[0] if value.strip() else None
-        return AuthResults(found.get("spf"), found.get("dkim"), found.get("dmarc"), authserv)
-    return AuthResults()
+        h = _parse_auth_header(value)
+        if h is not None:
+            parsed.append(h)
+        if len(parsed) >= MAX_AUTH_HEADERS:
+            break
+    if not parsed:
+        return AuthResults()
+    first: dict[str, str] = {}
+    for m in parsed[0].methods:
+        first.setdefault(m.method, m.result)
+    return AuthResults(first.get("spf"), first.get("dkim"), first.get("dmarc"), parsed[0].authserv_id, tuple(parsed))

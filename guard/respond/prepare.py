@@ -10,7 +10,8 @@ what was suppressed and why, and where the message goes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from guard.mail.message import ParsedMessage
@@ -24,11 +25,30 @@ from guard.respond.render import (
     build_notice,
     build_reply,
 )
-from guard.respond.reply_gate import GateConfig, ReplyHistory, may_autoreply, normalise
+from guard.respond.reply_gate import GateConfig, GateResult, ReplyHistory, answers_guard, may_autoreply, normalise, \
+    sender_key
 from guard.settings import FolderNames
 from guard.classification.verdict import Verdict
 
 MODES = ("live", "dry-run", "shadow")
+#: the journal's reply-history names (guard.daemon.journal): loop alerts, and every forward or
+#: alert to the coordinator counted against the sender it is about
+LOOP_ALERT = "loop_alert"
+TO_COORDINATOR = "to-coordinator"
+#: refusals that send the message to the coordinator instead (the participant is not answered)
+ROUTE_REASONS = ("unauthenticated", "smtputf8")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SenderHistory:
+    """What the journal knows about the sender (normalised address): taken just before deciding."""
+
+    #: forwards and alerts to the coordinator about this sender in the last hour
+    coordinator_last_hour: int = 0
+    #: the last loop alert about this sender (None: never)
+    loop_alert_last: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,12 @@ def reply_recipient(msg: ParsedMessage) -> str:
     return msg.from_.addr if msg.from_ and msg.from_.addr else ""
 
 
+def history_key(msg: ParsedMessage) -> str:
+    """Whom the reply history counts this message's sender as: the normalised address (lower case,
+    ``+tag`` removed), so ``support+ticket1@`` and ``Support+ticket2@`` are one sender."""
+    return sender_key(reply_recipient(msg))
+
+
 def prepare(
     raw: bytes,
     msg: ParsedMessage,
@@ -86,6 +112,7 @@ def prepare(
     histories: dict[str, ReplyHistory],
     breaker_alert_due: bool,
     token: str,
+    sender_history: SenderHistory = SenderHistory(),
 ) -> Decision:
     out: list[Rendered] = []
     suppressed: list[tuple[str, tuple[str, ...]]] = []
@@ -101,35 +128,85 @@ def prepare(
     # never forwarded or alerted back: that would go to the coordinator again, and again
     from_ours = bool(msg.from_ and msg.from_.addr) and normalise(msg.from_.addr) in env.gate.our_addresses
     recipient = reply_recipient(msg)
+    key = sender_key(recipient)
+
+    # the reply gate first, for every reply of the plan: its refusals decide what the coordinator is told
+    gates: dict[int, GateResult] = {}
     breaker_count = None
     replies_planned = 0
-    for action in plan.sends:
+    for i, action in enumerate(plan.sends):
+        if action.do != "reply":
+            continue
+        history = histories.get(action.template, ReplyHistory())
+        # a second reply in the same plan counts the first against the breaker (and the domain's limit)
+        history = replace(history, last_hour=history.last_hour + replies_planned,
+                          domain_last_hour=history.domain_last_hour + replies_planned)
+        gate = gates[i] = may_autoreply(msg, recipient=recipient, template=action.template, now=now,
+                                        arrived=arrived, cfg=env.gate, history=history)
+        if gate.allowed:
+            replies_planned += 1
+        elif any(r.startswith("circuit-breaker") and "per domain" not in r for r in gate.reasons):
+            breaker_count = history.last_hour
+    refused = [r for g in gates.values() if not g.allowed for r in g.reasons]
+    route = [r for r in refused if r.startswith(ROUTE_REASONS)]
+    loop = answers_guard(msg, env.gate.auto_reply_prefixes) if refused else None
+    held = "; ".join(route)[:500] or None
+
+    coordinator_sends = sender_history.coordinator_last_hour
+
+    def to_coordinator(describe: str, build) -> None:
+        """A forward or alert about this sender, unless the sender's hourly limit is reached."""
+        nonlocal coordinator_sends
+        limit = env.gate.max_forwards_per_sender_hour
+        if key and coordinator_sends >= limit:
+            suppressed.append((describe, (f"rate-limit: {coordinator_sends} forwards or alerts about this sender "
+                                          f"in the last hour (max {limit})",)))
+            return
+        coordinator_sends += 1
+        r = build()
+        out.append(replace(r, headers={**r.headers, "history_as": key or r.recipient}))
+
+    loop_alert_due = (loop is not None and not looped and not from_ours
+                      and (sender_history.loop_alert_last is None
+                           or now - sender_history.loop_alert_last >= env.gate.window))
+    routed = False
+    for i, action in enumerate(plan.sends):
         if action.do == "reply":
-            history = histories.get(action.template, ReplyHistory())
-            # a second reply in the same plan counts the first against the breaker
-            history = ReplyHistory(history.last_same, history.last_hour + replies_planned, history.first_start,
-                                   history.uidvalidity_reset)
-            gate = may_autoreply(msg, recipient=recipient, template=action.template, now=now, arrived=arrived,
-                                 cfg=env.gate, history=history)
+            gate = gates[i]
             if not gate.allowed:
                 suppressed.append((action.describe(), gate.reasons))
-                if any(r.startswith("circuit-breaker") for r in gate.reasons):
-                    breaker_count = history.last_hour
                 continue
-            out.append(build_reply(env.renderer, action.template, msg=msg, verdict=verdict, ident=env.ident,
-                                   now=now, message_id=next_id(), shadow_for_coordinator=env.mode == "shadow",
-                                   envelope_from=env.reply_envelope_from))
-            replies_planned += 1
+            r = build_reply(env.renderer, action.template, msg=msg, verdict=verdict, ident=env.ident,
+                            now=now, message_id=next_id(), shadow_for_coordinator=env.mode == "shadow",
+                            envelope_from=env.reply_envelope_from)
+            out.append(replace(r, headers={**r.headers, "history_as": key}))
         elif looped:
             suppressed.append((action.describe(), (f"loop: our {env.gate.loop_header} header is present",)))
         elif from_ours:
             suppressed.append((action.describe(), ("loop: the mail comes from one of our own addresses",)))
+        elif loop_alert_due and action.do == "forward":
+            continue  # the loop alert below is this forward
         elif action.do == "forward":
-            out.append(build_forward(env.renderer, action.template, raw=raw, msg=msg, verdict=verdict,
-                                     ident=env.ident, now=now, message_id=next_id(), review=action.review))
+            routed = True
+            to_coordinator(action.describe(), lambda a=action: build_forward(
+                env.renderer, a.template, raw=raw, msg=msg, verdict=verdict, ident=env.ident, now=now,
+                message_id=next_id(), review=a.review or bool(held), held=held))
         elif action.do == "alert":
-            out.append(build_alert(env.renderer, action.template, raw=raw, msg=msg, verdict=verdict,
-                                   ident=env.ident, now=now, message_id=next_id()))
+            routed = True
+            to_coordinator(action.describe(), lambda a=action: build_alert(
+                env.renderer, a.template, raw=raw, msg=msg, verdict=verdict, ident=env.ident, now=now,
+                message_id=next_id(), held=held))
+    if loop_alert_due:
+        # once per sender and window: the coordinator learns that guard stopped answering this sender
+        note = f"{loop}; guard does not answer this sender automatically"
+        to_coordinator(f"forward {LOOP_ALERT}", lambda: replace(build_forward(
+            env.renderer, "forward_summary", raw=raw, msg=msg, verdict=verdict, ident=env.ident, now=now,
+            message_id=next_id(), review=True, held="; ".join(filter(None, (note, held)))), template=LOOP_ALERT))
+    elif held and not routed and not looped and not from_ours:
+        # the participant is not answered (unauthenticated, ...): the coordinator sees the message instead
+        to_coordinator("forward forward_summary (routed: no automatic reply)", lambda: build_forward(
+            env.renderer, "forward_summary", raw=raw, msg=msg, verdict=verdict, ident=env.ident, now=now,
+            message_id=next_id(), review=True, held=held))
     if breaker_count is not None and breaker_alert_due:
         out.append(build_notice(env.renderer, "breaker_alert", msg=msg, verdict=verdict, ident=env.ident, now=now,
                                 message_id=next_id(), breaker={"count": breaker_count, "max": env.gate.max_per_hour}))
@@ -141,6 +218,12 @@ def gate_config(settings) -> GateConfig:
     from datetime import timedelta
 
     d = settings.daemon
+    if d.reply_to_unauthenticated:
+        log.warning("[daemon] reply_to_unauthenticated is on: guard answers senders the receiving server did not "
+                    "authenticate, so a forged From address gets guard's replies")
+    elif not d.trusted_authserv_ids:
+        log.warning("[daemon] trusted_authserv_ids is empty: no sender can be authenticated, so guard sends no "
+                    "automatic replies (set it to the authserv-id of the institute's receiving server)")
     return GateConfig(
         our_addresses=frozenset(normalise(a) for a in settings.our_addresses()),
         loop_header=d.loop_header,
@@ -148,4 +231,8 @@ def gate_config(settings) -> GateConfig:
         window=timedelta(days=d.reply_window_days),
         max_per_hour=d.max_replies_per_hour,
         backlog=timedelta(hours=d.backlog_hours),
+        trusted_authserv_ids=frozenset(d.trusted_authserv_ids),
+        require_authenticated=not d.reply_to_unauthenticated,
+        max_per_domain_hour=d.max_replies_per_domain_per_hour,
+        max_forwards_per_sender_hour=d.max_forwards_per_sender_per_hour,
     )

@@ -113,6 +113,40 @@ def clean_header(value: str, limit: int = 300) -> str:
     return _CONTROL.sub(" ", value or "").strip()[:limit]
 
 
+#: the subject of the participant's message as it appears in a reply: at most this many characters
+REPLY_SUBJECT_CHARS = 80
+_SCHEME = re.compile(r"(?i)\b(h)tt(ps?)(:)|\b(f)t(p)(:)")
+#: a host name: labels ending in a dot, then a top-level label with a letter (linear: every
+#: repetition ends at a dot)
+_HOSTNAME = re.compile(r"(?<![\w.-])(?:[^\W_][\w-]{0,62}\.)+[^\W\d_][\w-]{0,62}(?![\w-])")
+
+
+def defang(text: str, limit: int | None = None) -> str:
+    """Sender-written text made inert for a reply: ``http:`` -> ``hxxp[:]``, dots of host names ->
+    ``[.]`` (``www[.]evil[.]example``, ``desk@stays[.]example``), control characters removed, at
+    most ``limit`` characters (cut with an ellipsis). No mail client makes a link of the result."""
+    text = clean_header(text, 10_000)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "\u2026"
+    text = _SCHEME.sub(lambda m: f"{m[1]}xx{m[2]}[:]" if m[1] else f"{m[4]}x{m[5]}[:]", text)
+    return _HOSTNAME.sub(lambda m: m.group().replace(".", "[.]"), text)
+
+
+def _defang_for_reply(ctx: dict) -> dict:
+    """The template values of a reply to a participant: everything the sender wrote, defanged."""
+    orig = ctx["original"]
+    ctx["original"] = {**orig, "subject": defang(orig["subject"], REPLY_SUBJECT_CHARS),
+                       "excerpt": defang(orig["excerpt"], EXCERPT_CHARS),
+                       "message_id": "", "attachments": [defang(a, 60) for a in orig["attachments"]]}
+    ctx["participant"] = {k: defang(v, 100) for k, v in ctx["participant"].items()}
+    fwd = ctx["forwarded"]
+    if fwd is not None:
+        ctx["forwarded"] = {**fwd, "subject": defang(fwd["subject"], REPLY_SUBJECT_CHARS),
+                            "excerpt": defang(fwd["excerpt"], 600),
+                            "sender": {k: defang(v, 100) for k, v in fwd["sender"].items()}}
+    return ctx
+
+
 def _first_sentence_lines(text: str, limit: int) -> str:
     text = text.strip()
     if len(text) <= limit:
@@ -363,7 +397,7 @@ def _detect_event(events: tuple, msg: ParsedMessage):
 
 
 def context_for(msg: ParsedMessage, verdict: Verdict, ident: Identity, *, review: bool = False,
-                breaker: dict | None = None) -> dict:
+                breaker: dict | None = None, held: str | None = None) -> dict:
     inner = msg.forwarded[0] if msg.forwarded else None
     event = _detect_event(ident.events, msg)
     office = {"name": ident.coordinator_name, "address": ident.coordinator_address}
@@ -398,6 +432,8 @@ def context_for(msg: ParsedMessage, verdict: Verdict, ident: Identity, *, review
         "verdict": _verdict_view(verdict),
         "review": review,
         "breaker": breaker,
+        # why guard did not answer the participant itself (unauthenticated, a loop, ...), for the coordinator
+        "held": clean_header(held, 500) if held else None,
     }
 
 
@@ -422,7 +458,8 @@ def _sample_context(with_event: bool = True) -> dict:
     ident = Identity("Sample Institute", "SI", "events@example.org", "Coordinator", "coord@example.org",
                      "https://example.org", "https://example.org/scam", "https://example.org/coc",
                      events=(event,) if with_event else ())
-    ctx = context_for(msg, verdict, ident, review=True, breaker={"count": 60, "max": 60})
+    ctx = context_for(msg, verdict, ident, review=True, breaker={"count": 60, "max": 60},
+                      held="unauthenticated: no Authentication-Results header" if with_event else None)
     ctx["forwarded"] = {"sender": _person(msg.from_), "subject": "Sample", "excerpt": "Text"}
     return ctx
 
@@ -576,7 +613,7 @@ def build_reply(renderer: Renderer, template: str, *, msg: ParsedMessage, verdic
 
     ``envelope_from`` "" is the null sender (RFC 3834 section 3.3), so a bounce of the reply goes nowhere."""
     to_addr = msg.from_.addr if msg.from_ else ""
-    ctx = context_for(msg, verdict, ident)
+    ctx = _defang_for_reply(context_for(msg, verdict, ident))
     subject, text, html = renderer.render(template, ctx, verdict.language)
     recipient, shadow_for = to_addr, None
     if shadow_for_coordinator:
@@ -584,7 +621,7 @@ def build_reply(renderer: Renderer, template: str, *, msg: ParsedMessage, verdic
         subject = f"[shadow: to {clean_header(to_addr, 100)}] {subject}"
     text, html = _shadow_note(shadow_for, text, html)
     to = (_address(ident.coordinator_name, recipient) if shadow_for
-          else _address(msg.from_.name if msg.from_ else "", recipient))
+          else _address(defang(msg.from_.name, 60) if msg.from_ else "", recipient))
     headers = _base_headers(ident, to=to, subject=subject, now=now, message_id=message_id, auto="auto-replied")
     if msg.message_id and _MSG_ID.fullmatch(msg.message_id):
         refs = [r for r in msg.references if _MSG_ID.fullmatch(r)][-10:]
@@ -735,11 +772,13 @@ def mask_original(raw: bytes) -> bytes:
 
 def build_forward(renderer: Renderer, template: str, *, raw: bytes, msg: ParsedMessage, verdict: Verdict,
                   ident: Identity, now: datetime, message_id: str, review: bool = False,
-                  kind: str = "forward") -> Rendered:
-    """To the coordinator: summary + verdict on top, original attached, Reply-To the participant."""
-    ctx = context_for(msg, verdict, ident, review=review)
+                  kind: str = "forward", held: str | None = None) -> Rendered:
+    """To the coordinator: summary + verdict on top, original attached, Reply-To the participant
+    (left out for an address that is not ASCII: guard does not send SMTPUTF8)."""
+    ctx = context_for(msg, verdict, ident, review=review, held=held)
     subject, text, html = renderer.render(template, ctx, None)
-    participant = msg.from_.addr if msg.from_ and "@" in (msg.from_.addr or "") else None
+    participant = (msg.from_.addr if msg.from_ and "@" in (msg.from_.addr or "") and msg.from_.addr.isascii()
+                   else None)
     reply_to = _address(msg.from_.name, participant) if participant else None
     headers = _base_headers(ident, to=_address(ident.coordinator_name, ident.coordinator_address), subject=subject,
                             now=now, message_id=message_id, auto="auto-generated", reply_to=reply_to)
@@ -750,10 +789,10 @@ def build_forward(renderer: Renderer, template: str, *, raw: bytes, msg: ParsedM
 
 
 def build_alert(renderer: Renderer, template: str, *, raw: bytes, msg: ParsedMessage, verdict: Verdict,
-                ident: Identity, now: datetime, message_id: str) -> Rendered:
+                ident: Identity, now: datetime, message_id: str, held: str | None = None) -> Rendered:
     """The coordinator alert (a participant says they already paid): like a forward, flagged urgent."""
     r = build_forward(renderer, template, raw=raw, msg=msg, verdict=verdict, ident=ident, now=now,
-                      message_id=message_id, review=True, kind="alert")
+                      message_id=message_id, review=True, kind="alert", held=held)
     head, sep, rest = r.raw.partition(b"\r\n")
     raw_out = head + sep + b"Importance: high\r\nX-Priority: 1\r\n" + rest
     return Rendered("alert", template, r.recipient, r.envelope_from, message_id, raw_out)

@@ -35,6 +35,13 @@ def _crlf(text: str) -> bytes:
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
 
 
+def trusted_auth(sender: str) -> str:
+    """What the institute's receiving server (authserv-id mx.crm.cat, trusted by the test
+    configurations) adds on top of a genuine message from ``sender``: SPF and DMARC pass."""
+    domain = sender.rpartition("@")[2]
+    return f"Authentication-Results: mx.crm.cat; spf=pass smtp.mailfrom={sender}; dmarc=pass header.from={domain}\n"
+
+
 def scam(mid: str | None = None, to: str = EVENTS) -> bytes:
     return _crlf(f"""From: "Conference Housing" <{SCAMMER}>
 To: {to}
@@ -54,7 +61,7 @@ Conference Housing Team
 
 
 def inquiry(sender: str = PARTICIPANT, mid: str | None = None, name: str = "Pat Participant") -> bytes:
-    return _crlf(f"""From: {name} <{sender}>
+    return _crlf(trusted_auth(sender) + f"""From: {name} <{sender}>
 To: {EVENTS}
 Subject: Invitation letter for my visa
 Date: Mon, 05 Jan 2026 10:00:00 +0100
@@ -75,7 +82,7 @@ Pat
 def report(reporter: str = "alice@example.org", paid: bool = False) -> bytes:
     inner = scam(to=reporter).decode()
     own = "I already paid them with my card, what do I do?" if paid else "Is this real? It looks odd."
-    return _crlf(f"""From: Alice Example <{reporter}>
+    return _crlf(trusted_auth(reporter) + f"""From: Alice Example <{reporter}>
 To: {EVENTS}
 Subject: Fwd: Your room for the CRM workshop - 7 rooms left
 Date: Mon, 05 Jan 2026 11:00:00 +0100

@@ -63,12 +63,19 @@ def _crlf(text: str) -> bytes:
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
 
 
+def trusted_auth(sender: str) -> str:
+    """The Authentication-Results line the institute's receiving server (authserv-id mx.crm.cat, the
+    one guard's test configurations trust) adds on top of a genuine message from ``sender``."""
+    domain = sender.rpartition("@")[2]
+    return f"Authentication-Results: mx.crm.cat; spf=pass smtp.mailfrom={sender}; dmarc=pass header.from={domain}\n"
+
+
 def make_message(kind: str, n: int, tag: str = "h", to: str = EVENTS) -> tuple[str, bytes]:
     """A test message of ``kind`` (see EXPECTED), every sender distinct; returns (Message-ID, raw)."""
     mid = f"<{tag}.{kind}.{n}.{time.time_ns()}@harness.example>"
     date = "Date: Mon, 05 Jan 2026 10:00:00 +0100\nMIME-Version: 1.0\n"
     if kind == "inquiry":
-        raw = f"""From: Participant {n} <p{n}.{tag}@example.net>
+        raw = trusted_auth(f"p{n}.{tag}@example.net") + f"""From: Participant {n} <p{n}.{tag}@example.net>
 To: {to}
 Subject: Question about the workshop programme ({n})
 Message-ID: {mid}
@@ -99,7 +106,7 @@ Conference Housing Team
     elif kind in ("report", "report_paid"):
         own = ("I already paid them with my card yesterday, what do I do now?" if kind == "report_paid"
                else "Is this for real? It looks odd to me.")
-        raw = f"""From: Reporter {n} <r{n}.{tag}@example.net>
+        raw = trusted_auth(f"r{n}.{tag}@example.net") + f"""From: Reporter {n} <r{n}.{tag}@example.net>
 To: {to}
 Subject: Fwd: Your room for the CRM workshop
 Message-ID: {mid}
@@ -233,6 +240,8 @@ def deliver(ms, raws, user: str = EVENTS, rate: float | None = None) -> None:
 
 
 def _toml_value(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -259,7 +268,7 @@ class GuardProc:
         imap_s.update(imap or {})
         smtp_s = dict(retry_initial_seconds=1, retry_max_seconds=2)
         smtp_s.update(smtp or {})
-        daemon_s = dict(max_replies_per_hour=10000)
+        daemon_s = dict(max_replies_per_hour=10000, trusted_authserv_ids=["mx.crm.cat"])
         daemon_s.update(daemon or {})
 
         def lines(d: dict) -> str:

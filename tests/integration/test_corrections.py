@@ -18,7 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from daemon_messages import COORDINATOR, EVENTS, PARTICIPANT, SCAMMER, _crlf, inquiry, new_id, out_of_office, report
+from daemon_messages import (COORDINATOR, EVENTS, PARTICIPANT, SCAMMER, _crlf, inquiry, new_id, out_of_office, report,
+                             trusted_auth)
 from harness import wait_until
 from test_daemon import Guard, sent_by_guard
 
@@ -100,8 +101,9 @@ def booking(sender: str, n: int, greeting: str = "participant", to: str = EVENTS
 
 
 def hotel(sender: str, subject: str = "Your group booking: room block confirmation") -> bytes:
-    """Genuine mail that the booking-scam rule gets wrong (a real hotel writes about a room block)."""
-    return _crlf(f"""From: Hotel Catalonia Reservations <{sender}>
+    """Genuine mail that the booking-scam rule gets wrong (a real hotel writes about a room block);
+    authenticated by the institute's receiving server, as a real hotel's mail is."""
+    return _crlf(trusted_auth(sender) + f"""From: Hotel Catalonia Reservations <{sender}>
 To: {EVENTS}
 Subject: {subject}
 Date: Mon, 05 Jan 2026 10:00:00 +0100

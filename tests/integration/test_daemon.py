@@ -79,6 +79,7 @@ retry_max_seconds = 2
 [daemon]
 journal = "{self.journal}"
 max_replies_per_hour = 10000
+trusted_authserv_ids = ["mx.crm.cat"]
 {extra}
 [rules]
 shipped_dir = "{HERE / 'daemon_rules'}"

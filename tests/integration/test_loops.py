@@ -14,7 +14,7 @@ import smtplib
 import threading
 import time
 
-from harness import COORDINATOR, EVENTS, GuardProc, deliver
+from harness import COORDINATOR, EVENTS, GuardProc, deliver, trusted_auth
 from imapclient import IMAPClient
 
 ALICE = "alice@example.org"
@@ -22,7 +22,8 @@ BOB = "bob@example.org"
 
 
 def _inquiry(frm: str, to: str, n: int) -> bytes:
-    return (f"From: Sender {n} <{frm}>\r\nTo: {to}\r\nSubject: Registration for the workshop ({n})\r\n"
+    return (trusted_auth(frm).replace("\n", "\r\n") +
+            f"From: Sender {n} <{frm}>\r\nTo: {to}\r\nSubject: Registration for the workshop ({n})\r\n"
             f"Message-ID: <loop.{n}.{time.time_ns()}@harness.example>\r\nDate: Mon, 05 Jan 2026 10:00:00 +0100\r\n"
             "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
             "Hello,\r\n\r\nis there still time to register, and could you send me an invitation letter for my "
@@ -107,7 +108,9 @@ class AutoResponder:
             return
         body = msg.get_body(("plain",))
         quoted = "\r\n".join("> " + line for line in (body.get_content() if body else "").splitlines()[:20])
-        raw = (f"From: {self.user}\r\nTo: {to}\r\nSubject: Re: {msg['Subject'] or ''}\r\n"
+        # authenticated, like the participant's own mail: the loop is stopped by guard's loop rules
+        raw = (trusted_auth(self.user).replace("\n", "\r\n") +
+               f"From: {self.user}\r\nTo: {to}\r\nSubject: Re: {msg['Subject'] or ''}\r\n"
                f"In-Reply-To: {msg['Message-ID'] or ''}\r\n"
                f"Message-ID: <ar.{self.sent}.{time.time_ns()}@example.org>\r\nDate: Mon, 05 Jan 2026 10:00:00 +0100\r\n"
                "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"

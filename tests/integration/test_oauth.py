@@ -250,6 +250,7 @@ auth = "xoauth2"
 [daemon]
 journal = "{tmp_path / 'journal.sqlite3'}"
 max_replies_per_hour = 10000
+trusted_authserv_ids = ["mx.crm.cat"]
 
 [rules]
 shipped_dir = "{HERE / 'daemon_rules'}"

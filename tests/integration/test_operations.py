@@ -88,6 +88,7 @@ tls = "none"
 journal = "{tmp_path / 'journal.sqlite3'}"
 policy_file = "{policy}"
 max_replies_per_hour = 10000
+trusted_authserv_ids = ["mx.crm.cat"]
 
 [health]
 enabled = true

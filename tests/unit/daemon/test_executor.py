@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email
 import email.policy
 
@@ -28,10 +29,15 @@ PAT = "pat@example.org"
 
 
 def make(journal, mailbox, mailer, clock, *, mode="live", classifier=None, max_attempts=3, **daemon):
-    settings = load_settings(daemon=daemon) if daemon else load_settings()
+    # these tests are about the executor, not the sender authentication of the reply gate
+    daemon.setdefault("reply_to_unauthenticated", True)
+    settings = load_settings(daemon=daemon)
     policy, renderer = load_policy_and_templates(settings)
+    env = build_env(settings, renderer, mode)
+    if getattr(env.gate, "require_authenticated", False):  # until gate_config reads reply_to_unauthenticated
+        env = dataclasses.replace(env, gate=dataclasses.replace(env.gate, require_authenticated=False))
     ex = Executor(journal=journal, mailbox=mailbox, mailer=mailer, classifier=classifier or StubClassifier(),
-                  policy=policy, env=build_env(settings, renderer, mode), max_attempts=max_attempts,
+                  policy=policy, env=env, max_attempts=max_attempts,
                   retry=RetryPolicy(30, 3600, 5), clock=clock, rng=lambda: 0.5)
     ex.opened(mailbox.uidvalidity)
     return ex

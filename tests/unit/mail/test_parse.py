@@ -246,3 +246,93 @@ def test_huge_body_is_truncated():
 def test_garbage_never_raises(raw):
     m = parse(raw)
     assert isinstance(m.defects, tuple)
+
+
+# -- addresses as the RFCs say (issue 13, item 3) ---------------------------------------------------
+
+
+def test_an_encoded_display_name_never_becomes_the_address():
+    # the encoded text reads "housing@crm.cat, ": a display name, not an address (RFC 2047 section 5)
+    raw = (b"From: =?utf-8?b?aG91c2luZ0Bjcm0uY2F0LCA=?= <desk@stays.example>\r\n"
+           b"To: events@crm.cat\r\nSubject: Your room\r\n\r\nPay now\r\n")
+    m = parse(raw)
+    assert m.from_.addr == "desk@stays.example"
+    assert m.from_.name == "housing@crm.cat,"
+    assert m.from_.registrable == "stays.example"
+
+
+def test_a_decoded_display_name_cannot_add_a_recipient():
+    # "x\r\nBcc: victim@evil.example" encoded in the display name of the only To address
+    raw = (b"From: =?utf-8?q?Pat=0D=0ABcc=3A_victim=40evil.example?= <pat@example.org>\r\n"
+           b"To: =?utf-8?q?a=2C_b=40evil.example?= <events@crm.cat>\r\nSubject: x\r\n\r\nhi\r\n")
+    m = parse(raw)
+    assert [a.addr for a in m.to] == ["events@crm.cat"]
+    assert m.from_.addr == "pat@example.org"
+    assert "\r" not in m.from_.name and "\n" not in m.from_.name
+    assert m.from_.name == "Pat Bcc: victim@evil.example"
+
+
+def test_an_unquoted_address_in_the_display_part_is_not_the_sender():
+    m = parse(b"From: housing@crm.cat <desk@stays.example>\r\nSubject: x\r\n\r\nhi\r\n")
+    assert m.from_.addr == "desk@stays.example"
+
+
+def test_quoted_commas_groups_and_comments():
+    m = parse(b'From: pat@example.org (Pat Example)\r\nTo: "Doe, Jane" <jane@example.org>, Team: a@x.org, b@y.org;\r\n'
+              b"Cc: undisclosed-recipients:;\r\nSubject: x\r\n\r\nhi\r\n")
+    assert (m.from_.name, m.from_.addr) == ("Pat Example", "pat@example.org")
+    assert [(a.name, a.addr) for a in m.to] == [("Doe, Jane", "jane@example.org"), ("", "a@x.org"), ("", "b@y.org")]
+    assert m.cc == ()
+
+
+def test_several_from_headers_are_a_defect():
+    m = parse(b"From: a@stays.example\r\nFrom: housing@crm.cat\r\nSubject: x\r\n\r\nhi\r\n")
+    assert m.from_.addr == "a@stays.example" and "several From headers" in m.defects
+
+
+def test_utf8_addresses_are_kept_as_rfc_6532_writes_them():
+    m = parse("From: Jörg <jörg@exämple.de>\r\nSubject: x\r\n\r\nhi\r\n".encode())
+    assert (m.from_.name, m.from_.addr) == ("Jörg", "jörg@exämple.de")
+
+
+# -- Authentication-Results (RFC 8601) ----------------------------------------------------------------
+
+
+def test_authentication_results_are_kept_in_order_with_their_properties():
+    raw = (b"Authentication-Results: mx.crm.cat 1; spf=pass (mx.crm.cat: 1.2.3.4 is permitted) smtp.mailfrom=\"b@x.org\";\r\n"
+           b"\tdkim = pass (2048-bit key) header.d=x.org header.s=s1; dmarc=pass (p=NONE) header.from=x.org\r\n"
+           b"Authentication-Results: forged.example; dmarc=pass header.from=crm.cat\r\n"
+           b"From: b@x.org\r\nSubject: x\r\n\r\ny")
+    auth = parse(raw).auth
+    assert [h.authserv_id for h in auth.headers] == ["mx.crm.cat", "forged.example"]
+    spf, dkim, dmarc = auth.headers[0].methods
+    assert (spf.method, spf.result, spf.prop("smtp.mailfrom")) == ("spf", "pass", "b@x.org")
+    assert (dkim.result, dkim.prop("header.d"), dkim.prop("header.s")) == ("pass", "x.org", "s1")
+    assert (dmarc.result, dmarc.prop("header.from")) == ("pass", "x.org")
+    assert auth.check(["mx.crm.cat"], "x.org").passed
+    assert auth.check(["mx.crm.cat"], "mail.x.org").passed  # relaxed alignment
+    assert not auth.check(["mx.crm.cat"], "crm.cat").passed  # header.from is not the From domain
+
+
+def test_a_trusted_looking_header_below_another_servers_is_ignored():
+    raw = (b"Authentication-Results: relay.example; spf=none\r\n"
+           b"Authentication-Results: mx.crm.cat; dmarc=pass header.from=crm.cat\r\n"
+           b"From: housing@crm.cat\r\nSubject: x\r\n\r\ny")
+    check = parse(raw).auth.check(["mx.crm.cat"], "crm.cat")
+    assert not check.passed and "relay.example" in check.reason
+
+
+def test_dmarc_failure_from_the_trusted_server_wins_over_an_aligned_pass():
+    raw = (b"Authentication-Results: mx.crm.cat; dkim=pass header.d=crm.cat; dmarc=fail (p=reject) header.from=crm.cat\r\n"
+           b"From: housing@crm.cat\r\nSubject: x\r\n\r\ny")
+    check = parse(raw).auth.check(["mx.crm.cat"], "crm.cat")
+    assert (check.passed, check.reason) == (False, "dmarc=fail")
+
+
+def test_the_encoded_name_trick_gets_no_official_sender_bonus(classifier):
+    raw = (b"From: =?utf-8?b?aG91c2luZ0Bjcm0uY2F0LCA=?= <desk@stays.example>\r\nTo: events@crm.cat\r\n"
+           b"Subject: Your room for the CRM workshop\r\nMessage-ID: <t@stays.example>\r\n\r\n"
+           b"Dear participant, your room is held. Please send your credit card number and expiry date "
+           b"to confirm the reservation today.\r\n")
+    verdict = classifier.classify(parse(raw))
+    assert not {"OFFICIAL_SENDER", "OFFICIAL_SENDER_AUTHENTICATED"} & {r.rule for r in verdict.reasons}

@@ -20,7 +20,9 @@ NOW = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
 def _prepare(settings, classifier, sender: str):
     policy, renderer = load_policy_and_templates(settings)
     env = build_env(settings, renderer, "live")
-    raw = (f"From: Someone <{sender}>\r\nTo: events@crm.cat\r\nSubject: Re: [guard] inquiry\r\n"
+    # authenticated by the institute's receiving server (the sample config trusts mx.crm.cat)
+    raw = (f"Authentication-Results: mx.crm.cat; dmarc=pass header.from={sender.rpartition('@')[2]}\r\n"
+           f"From: Someone <{sender}>\r\nTo: events@crm.cat\r\nSubject: Re: [guard] inquiry\r\n"
            "Message-ID: <own.1@crm.cat>\r\n\r\nThank you for your message, I will get back to you shortly.\r\n").encode()
     msg = parse(raw)
     verdict = classifier.classify(msg)

@@ -30,6 +30,8 @@ from guard.respond.render import (
     Renderer,
     _address,
     _boundary,
+    _defang_for_reply,
+    defang,
     _shadow_note,
     _with_original,
     build_alert,
@@ -112,7 +114,7 @@ def ref_alternative(m, text, html, seed) -> None:
 
 def ref_reply(renderer, template, *, msg, verdict, ident, now, message_id, shadow_for_coordinator=False) -> bytes:
     to_addr = msg.from_.addr if msg.from_ else ""
-    ctx = context_for(msg, verdict, ident)
+    ctx = _defang_for_reply(context_for(msg, verdict, ident))  # sender text never a live link in a reply
     subject, text, html = renderer.render(template, ctx, verdict.language)
     recipient, shadow_for = to_addr, None
     if shadow_for_coordinator:
@@ -120,7 +122,7 @@ def ref_reply(renderer, template, *, msg, verdict, ident, now, message_id, shado
         subject = f"[shadow: to {clean_header(to_addr, 100)}] {subject}"
     text, html = _shadow_note(shadow_for, text, html)
     to = (_address(ident.coordinator_name, recipient) if shadow_for
-          else _address(msg.from_.name if msg.from_ else "", recipient))
+          else _address(defang(msg.from_.name, 60) if msg.from_ else "", recipient))
     m = ref_base(ident, to=to, subject=subject, now=now, message_id=message_id, auto="auto-replied")
     if msg.message_id and is_id(msg.message_id):
         set_ids(m, "In-Reply-To", [msg.message_id])
@@ -133,7 +135,8 @@ def ref_reply(renderer, template, *, msg, verdict, ident, now, message_id, shado
 def ref_forward(renderer, template, *, raw, msg, verdict, ident, now, message_id, review=False) -> bytes:
     ctx = context_for(msg, verdict, ident, review=review)
     subject, text, html = renderer.render(template, ctx, None)
-    participant = msg.from_.addr if msg.from_ and "@" in (msg.from_.addr or "") else None
+    participant = (msg.from_.addr if msg.from_ and "@" in (msg.from_.addr or "") and msg.from_.addr.isascii()
+                   else None)  # no SMTPUTF8: a non-ASCII Reply-To is left out
     reply_to = _address(msg.from_.name, participant) if participant else None
     m = ref_base(ident, to=_address(ident.coordinator_name, ident.coordinator_address), subject=subject, now=now,
                  message_id=message_id, auto="auto-generated", reply_to=reply_to)

@@ -1,0 +1,164 @@
+"""Reading a message under a time budget, outside the event loop.
+
+Parsing and classifying one message reads attacker-written text; however the patterns and
+parsers are bounded, a message must never be able to stop the daemon. So the executor hands
+the raw bytes to an *analyser* and gets back the parsed message, the verdict and the digest's
+facts (:class:`Analysed`):
+
+* :class:`ProcessAnalyser` (``guard run``): one worker process per watched mailbox, forked from
+  guard with the classifier already in memory (it holds compiled lambdas and cannot be
+  pickled). Each message gets ``daemon.message_time_budget_seconds``; past it the worker is
+  killed (SIGKILL: a pure-Python regex or HTML parser cannot be interrupted in a thread) and
+  :class:`BudgetExceeded` is raised; the next message starts a new worker (a fork, a few ms).
+  The event loop stays free meanwhile: IMAP IDLE, /healthz and the other accounts go on.
+  A worker that dies (out of memory, a crash in C) raises :class:`WorkerDied`. A reload
+  (SIGHUP: a new classifier) starts a new worker.
+* :class:`InlineAnalyser`: the same work in the calling thread, no budget (the demo, and unit
+  tests with fake classifiers).
+
+The worker only parses and classifies: it never touches the journal (a SQLite connection must not
+cross a fork), the mailbox or the mailer, and ignores SIGINT (a Ctrl-C is the parent's to handle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass
+
+from guard.digest.records import facts_of
+from guard.mail.message import ParsedMessage, parse
+
+log = logging.getLogger("guard.daemon.budget")
+
+
+@dataclass(frozen=True)
+class Analysed:
+    msg: ParsedMessage
+    verdict: object  # guard.classification.verdict.Verdict
+    facts: dict
+
+
+class BudgetExceeded(Exception):
+    """The message took longer than its time budget to parse and classify."""
+
+
+class WorkerDied(Exception):
+    """The worker process ended while reading a message (killed, out of memory, a crash in C)."""
+
+
+class AnalysisFailed(Exception):
+    """Parsing or classifying raised: ``str(self)`` is the exception's type name."""
+
+
+def analyse(raw: bytes, classifier) -> Analysed:
+    msg = parse(raw)
+    return Analysed(msg, classifier.classify(msg), facts_of(msg))
+
+
+class InlineAnalyser:
+    """In the calling thread, no budget."""
+
+    budget_seconds: float | None = None
+
+    async def analyse(self, raw: bytes, classifier) -> Analysed:
+        try:
+            return analyse(raw, classifier)
+        except Exception as exc:
+            raise AnalysisFailed(type(exc).__name__) from exc
+
+    async def close(self) -> None:
+        return None
+
+
+def _worker_main(conn, parent_end, classifier) -> None:  # pragma: no cover - runs in the child
+    # the parent's end, inherited by the fork: closed, so that the parent's death is an EOF here
+    parent_end.close()
+    # the parent's asyncio signal handling (a wakeup fd shared with it) must not fire here
+    try:
+        signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    while True:
+        try:
+            raw = conn.recv_bytes()
+        except (EOFError, OSError):
+            os._exit(0)
+        try:
+            result = ("ok", analyse(raw, classifier))
+        except Exception as exc:
+            result = ("error", type(exc).__name__)
+        try:
+            conn.send(result)
+        except Exception as exc:  # e.g. not picklable
+            conn.send(("error", f"{type(exc).__name__} returning the result"))
+
+
+class ProcessAnalyser:
+    """A forked worker process, killed when a message exceeds ``budget_seconds``."""
+
+    def __init__(self, budget_seconds: float) -> None:
+        self.budget_seconds = budget_seconds
+        self._proc = None
+        self._conn = None
+        self._classifier = None
+        #: worker processes started (tests, the log)
+        self.starts = 0
+
+    def _start(self, classifier) -> None:
+        ctx = multiprocessing.get_context("fork")
+        parent, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=_worker_main, args=(child, parent, classifier), name="guard-analyser", daemon=True)
+        proc.start()
+        child.close()
+        self._proc, self._conn, self._classifier = proc, parent, classifier
+        self.starts += 1
+
+    def _kill(self) -> None:
+        proc, conn, self._proc, self._conn, self._classifier = self._proc, self._conn, None, None, None
+        if conn is not None:
+            conn.close()
+        if proc is not None and proc.is_alive():
+            proc.kill()
+        if proc is not None:
+            proc.join(5)
+
+    async def analyse(self, raw: bytes, classifier) -> Analysed:
+        if self._proc is not None and (self._classifier is not classifier or not self._proc.is_alive()):
+            self._kill()  # a reload brought a new classifier, or the worker is gone
+        if self._proc is None:
+            self._start(classifier)
+        conn = self._conn
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, conn.send_bytes, raw)
+            ready = loop.create_future()
+            fd = conn.fileno()
+            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+            try:
+                await asyncio.wait_for(ready, self.budget_seconds)
+            finally:
+                loop.remove_reader(fd)
+            status, value = conn.recv()
+        except asyncio.TimeoutError:
+            self._kill()
+            raise BudgetExceeded(f"time budget exceeded ({self.budget_seconds:g} s)") from None
+        except (EOFError, OSError, BrokenPipeError):
+            code = self._proc.exitcode if self._proc is not None else None
+            self._kill()
+            raise WorkerDied(f"the analyser process died (exit {code})") from None
+        except BaseException:
+            self._kill()  # cancelled (stopping): the worker may be mid-message
+            raise
+        if status != "ok":
+            raise AnalysisFailed(value)
+        return value
+
+    async def close(self) -> None:
+        self._kill()
