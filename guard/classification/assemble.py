@@ -14,7 +14,8 @@ def rule_context(settings: GuardSettings, ruleset: Ruleset) -> RuleContext:
     lists["official"] = frozenset(settings.official_domains())
     lists["allowlist"] = lists.get("allowlist", frozenset()) | {x.lower() for x in settings.rules.allowlist}
     lists["denylist"] = lists.get("denylist", frozenset()) | {x.lower() for x in settings.rules.denylist}
-    return RuleContext(settings.official_domains(), settings.protected_names(), lists, settings.display_names())
+    return RuleContext(settings.official_domains(), settings.protected_names(), lists, settings.display_names(),
+                       tuple(settings.daemon.trusted_authserv_ids))
 
 
 def load_rules(settings: GuardSettings) -> Ruleset:

@@ -49,6 +49,8 @@ class RuleContext:
     lists: dict[str, frozenset[str]] = field(default_factory=dict)
     #: folded names a sender could hide behind: institute, coordinator, events
     display_names: tuple[str, ...] = ()
+    #: authserv-ids of the institute's own receiving servers ([daemon] trusted_authserv_ids)
+    trusted_authserv_ids: tuple[str, ...] = ()
 
 
 class MessageView:
@@ -373,15 +375,38 @@ class ReplyToDiffersMatcher(_Matcher):
 
 
 class AuthMatcher(_Matcher):
-    """Authentication failure: any listed method whose result is in ``results``."""
+    """Authentication results: any listed method whose result is in ``results``.
+
+    Only the institute's own receiving servers are believed (``RuleContext.trusted_authserv_ids``,
+    the topmost run of their headers, RFC 8601 section 5); a header any other server or the
+    sender wrote is ignored. A ``pass`` counts only when it is aligned with the From domain (the
+    same registrable domain in ``header.from``, ``header.d`` or ``smtp.mailfrom``), so a sender's
+    own ``dkim=pass header.d=elsewhere`` never vouches for the From address. With no trusted
+    server configured no header is believed."""
 
     type: Literal["auth"]
     methods: list[Literal["spf", "dkim", "dmarc"]] = ["spf", "dkim", "dmarc"]
     results: list[str] = ["fail", "softfail", "permerror"]
 
     def compile(self) -> Check:
-        methods, results = tuple(self.methods), frozenset(r.lower() for r in self.results)
-        return lambda view, ctx: any(getattr(view.msg.auth, m) in results for m in methods)
+        methods, results = frozenset(self.methods), frozenset(r.lower() for r in self.results)
+
+        def check(view, ctx) -> bool:
+            msg = view.msg
+            from_reg = msg.from_.registrable if msg.from_ and msg.from_.domain else ""
+            for header in msg.auth.trusted(ctx.trusted_authserv_ids) if ctx.trusted_authserv_ids else ():
+                for m in header.methods:
+                    if m.method not in methods or m.result not in results:
+                        continue
+                    if m.result != "pass":
+                        return True
+                    ids = [m.prop(k) for k in ("header.from", "header.d", "smtp.mailfrom")]
+                    doms = {domains.registrable(v.rpartition("@")[2].strip().lower()) for v in ids if v}
+                    if from_reg and from_reg in doms:
+                        return True
+            return False
+
+        return check
 
 
 class CardNumberMatcher(_Matcher):
