@@ -98,6 +98,7 @@ tls = "none"
 [daemon]
 journal = "{self.journal}"
 max_replies_per_hour = 100000
+trusted_authserv_ids = ["{AUTHSERV_ID}"]
 {self.daemon_extra}
 {rules}""")
         return self
@@ -162,13 +163,24 @@ max_replies_per_hour = 100000
         return sum(1 for p in d.glob("*.eml") if not p.name.startswith(".")) if d.is_dir() else 0
 
 
+#: the institute's receiving server in the benchmark stack (guard answers only senders it authenticated)
+AUTHSERV_ID = "mx.crm.cat"
+
+
+def received_by_mx(sender: str) -> str:
+    """The Authentication-Results line the receiving server adds for an authenticated participant."""
+    domain = sender.rpartition("@")[2]
+    return f"Authentication-Results: {AUTHSERV_ID}; spf=pass smtp.mailfrom={sender}; dmarc=pass header.from={domain}\r\n"
+
+
 def mixed_message(i: int, tag: str = "bench") -> bytes:
     """One of five kinds in turn: inquiry, scam, report, bounce, out-of-office (distinct senders)."""
     mid = f"<{tag}.{i}.{time.time_ns()}@example.net>"
     kind = i % 5
     head = "Date: Mon, 05 Jan 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n"
     if kind == 0:
-        return (f"From: Participant {i} <p{i}@example.net>\r\nTo: {EVENTS}\r\nSubject: Invitation letter ({i})\r\n"
+        return (received_by_mx(f"p{i}@example.net") +
+                f"From: Participant {i} <p{i}@example.net>\r\nTo: {EVENTS}\r\nSubject: Invitation letter ({i})\r\n"
                 f"Message-ID: {mid}\r\n{head}Content-Type: text/plain; charset=utf-8\r\n\r\n"
                 "Hello,\r\n\r\ncould you send me an invitation letter for my visa application?\r\n\r\n"
                 f"Thank you,\r\nParticipant {i}\r\n").encode()
@@ -181,7 +193,8 @@ def mixed_message(i: int, tag: str = "bench") -> bytes:
         inner = (f"From: \"Conference Housing\" <housing@travellerpoint.example>\r\nTo: r{i}@example.net\r\n"
                  "Subject: Your room - 7 rooms left\r\nMessage-ID: <inner.{i}@travellerpoint.example>\r\n\r\n"
                  "Only 7 rooms left at the conference rate. A credit card is required.\r\n")
-        return (f"From: Reporter {i} <r{i}@example.net>\r\nTo: {EVENTS}\r\nSubject: Fwd: Your room\r\n"
+        return (received_by_mx(f"r{i}@example.net") +
+                f"From: Reporter {i} <r{i}@example.net>\r\nTo: {EVENTS}\r\nSubject: Fwd: Your room\r\n"
                 f"Message-ID: {mid}\r\n{head}Content-Type: multipart/mixed; boundary=\"fb\"\r\n\r\n"
                 "--fb\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nIs this real? It looks odd.\r\n\r\n"
                 f"--fb\r\nContent-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\n{inner}\r\n--fb--\r\n"

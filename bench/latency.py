@@ -27,11 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-from _stack import COORDINATOR, EVENTS, Stack  # noqa: E402 - bench/ is on sys.path when run as a script
+from _stack import COORDINATOR, EVENTS, Stack, received_by_mx  # noqa: E402 - bench/ is on sys.path when run as a script
 
 
 def inquiry(i: int) -> bytes:
-    return (f"From: Participant {i} <b{i}@example.net>\r\nTo: {EVENTS}\r\n"
+    return (received_by_mx(f"b{i}@example.net") + f"From: Participant {i} <b{i}@example.net>\r\nTo: {EVENTS}\r\n"
             f"Subject: Invitation letter for my visa ({i})\r\nDate: Mon, 05 Jan 2026 10:00:00 +0100\r\n"
             f"Message-ID: <bench.{i}.{time.time_ns()}@example.net>\r\nMIME-Version: 1.0\r\n"
             "Content-Type: text/plain; charset=utf-8\r\n\r\n"
