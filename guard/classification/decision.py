@@ -15,8 +15,9 @@ The stages before it (in :mod:`guard.classification.classify`) are read in this 
 =====  ===========  ===========================================================================
  1      automated    automated score >= T_automated, unless a suspect message is embedded and
                      the author reads as reporting it, or the scam evidence of row 3 holds
- 2      report       a third-party message is embedded and it is at least suspicious or the
-                     author doubts it, or the author describes one (P(report) >= DESCRIBED),
+ 2      report       a third-party message is embedded (or quoted in a reply) and it is at least
+                     suspicious or the author doubts it (P(report) >= DOUBT_P, for a quoted
+                     thread QUOTED_DOUBT_P), or the author describes one (P(report) >= DESCRIBED_P),
                      and the author is not scam-like; ``paid`` when P(paid) >= P(doubt)
  3      scam         scam score >= T_scam, or P(scam) >= SCAM_P
  4      suspicious   scam score >= T_suspicious, or P(scam) >= SUSPICIOUS_P (the review band)
@@ -43,6 +44,7 @@ AUTOMATED_P = 0.60
 ASK_P = 0.30
 DOUBT_P = 0.40
 DESCRIBED_P = 0.60
+QUOTED_DOUBT_P = 0.50
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def decide(e: Evidence, t: ThresholdSettings) -> tuple[str, bool, tuple[Reason, 
 
     reported = not author_scamlike and (
         (e.embedded and (suspect_inside or p_report >= DOUBT_P))
-        or (e.quoted and suspect_inside and p_report >= DOUBT_P)
+        or (e.quoted and (suspect_inside or p_report >= QUOTED_DOUBT_P))
         or p_report >= DESCRIBED_P
     )
     if reported:

@@ -51,7 +51,8 @@ _MARKERS = {
     "wiadomosc przekazana": "gmail", "przekazana wiadomosc": "gmail", "oryginalna wiadomosc": "outlook",
     "iletilen ileti": "gmail", "iletilmis ileti": "gmail", "orijinal mesaj": "outlook", "ozgun ileti": "outlook",
     "転送されたメッセージ": "gmail", "转发的邮件": "gmail", "转发邮件": "gmail", "原始邮件": "outlook",
-    "原始郵件": "outlook", "轉寄郵件": "gmail",
+    "原始郵件": "outlook", "轉寄郵件": "gmail", "转发邮件信息": "gmail", "轉寄郵件資訊": "gmail",
+    "原始邮件信息": "outlook", "已转发邮件": "gmail", "転送メッセージ": "gmail", "元のメッセージ": "outlook",
     "προωθημενο μηνυμα": "gmail", "αρχικο μηνυμα": "outlook",
     "пересылаемое сообщение": "gmail", "исходное сообщение": "outlook",
 }
@@ -59,16 +60,16 @@ _MARKER_STRIP = "-_=*<>[]() \t:："
 
 _LABELS = {
     "from": "from|de|von|da|van|från|fra|od|remitente|expéditeur|expediteur|gönderen|kimden|absender|"
-            "afzender|nadawca|发件人|寄件者|寄件人|από|от",
+            "afzender|nadawca|发件人|寄件者|寄件人|差出人|από|от",
     "to": "to|para|per|per a|à|a|an|aan|til|till|destinatario|destinataire|destinatari|do|kime|empfänger|"
-          "adresat|收件人|收件者|προς|кому",
+          "adresat|收件人|收件者|宛先|προς|кому",
     "cc": "cc|kopie|còpia|copia|dw|bilgi|抄送|副本|κοιν",
     "date": "date|sent|data|fecha|enviado|enviado el|envoyé|envoyé le|envoye|envoye le|gesendet|datum|inviato|"
             "enviat|enviada|enviada em|enviado em|enviat el|verzonden|skickat|sendt|wysłano|wysłane|tarih|"
-            "gönderildi|gönderilme tarihi|发送时间|日期|時間|时间|寄件日期|ημερομηνία|στάλθηκε|отправлено|дата|"
+            "gönderildi|gönderilme tarihi|发送时间|发送日期|日期|時間|时间|寄件日期|送信日時|ημερομηνία|στάλθηκε|отправлено|дата|"
             "sent at|date sent",
     "subject": "subject|asunto|assumpte|objet|betreff|oggetto|assunto|onderwerp|ämne|emne|tema|temat|konu|"
-               "主题|主旨|θέμα|тема",
+               "主题|主旨|件名|θέμα|тема",
     "reply-to": "reply-to|responder a|répondre à|antwort an",
 }
 _LABEL_TO_KEY = {alt: key for key, alts in _LABELS.items() for alt in alts.split("|")}

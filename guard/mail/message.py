@@ -623,6 +623,11 @@ class _BodyWalker:
                 self.rfc822.append(inner)
             return
         filename = _filename(part)
+        if ctype == "text/calendar":
+            # an invitation or a calendar's reply is data a calendar generated, not prose
+            data = self._payload(part)
+            self.attachments.append(Attachment(filename or "", ctype, len(data) if data else 0))
+            return
         disposition = (_safe(part.get_content_disposition, None) or "").lower()
         if maintype == "text" and disposition != "attachment" and not (filename and ctype not in ("text/plain", "text/html")):
             self._text_leaf(part, ctype)

@@ -85,3 +85,8 @@ def test_other_only_when_the_writer_clearly_informs():
 ])
 def test_without_an_intent_model_the_rule_table_decides(scores, forward, expected):
     assert category(ev(None, scores=scores, embedded=forward)) == expected
+
+
+def test_a_quoted_genuine_message_the_author_doubts_is_a_report():
+    assert category(ev(p(doubt=0.6, ask=0.3), quoted=True, inner="other")) == "report"
+    assert category(ev(p(doubt=0.45, ask=0.5), quoted=True, inner="other")) == "inquiry"

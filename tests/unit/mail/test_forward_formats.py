@@ -148,3 +148,17 @@ def test_a_delivery_report_is_never_a_forward():
 def test_a_two_line_label_in_running_text_is_not_a_header_block():
     m = parse(_plain_message("Dear office,\nfrom: the airport I take the bus.\nThanks\n", subject="Question"))
     assert m.forwarded == ()
+
+
+@pytest.mark.parametrize("marker,labels", [
+    ("-------- 转发邮件信息 --------", ("发件人", "发送日期", "收件人", "主题")),
+    ("------------------ 原始邮件 ------------------", ("发件人", "发送时间", "收件人", "主题")),
+    ("-----Wiadomość przekazana-----", ("Od", "Wysłano", "Do", "Temat")),
+    ("---------- İletilen ileti ----------", ("Gönderen", "Tarih", "Kime", "Konu")),
+])
+def test_forwards_of_other_languages_clients(marker, labels):
+    body = (f"这个是真的吗？\n\n{marker}\n{labels[0]}：{WHO}\n{labels[1]}：2026-01-05 10:02\n"
+            f"{labels[2]}：me@uni.example\n{labels[3]}：{SUBJECT}\n\n{SUSPECT_TEXT}\n")
+    m = parse(_plain_message(body))
+    assert m.forwarded and m.forwarded[0].from_.addr == SUSPECT and m.forwarded[0].subject == SUBJECT
+    assert "card number" not in m.text
