@@ -118,14 +118,21 @@ trusted_authserv_ids = ["{AUTHSERV_ID}"]
         return dict(os.environ, PYTHONPATH=str(REPO))
 
     def run_once(self) -> float:
-        """`guard run --once`; returns its wall time in seconds."""
+        """`guard run --once`; returns its wall time in seconds (its CPU seconds, user + system,
+        its parse worker included, are left in ``last_cpu``)."""
+        import resource
+
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             rc = subprocess.run(self.guard_cmd("--once"), cwd=REPO, env=self.guard_env(), stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        wall = time.monotonic() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.last_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         if rc != 0:
             raise SystemExit(f"guard run --once failed ({rc}):\n{self.log.read_text()[-3000:]}")
-        return time.monotonic() - t0
+        return wall
 
     def start_guard(self, timeout: float = 60) -> None:
         self._logf = open(self.log, "ab")

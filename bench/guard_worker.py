@@ -2,7 +2,7 @@
 """The guard side of bench/throughput.py, run as its own process so that its memory and start-up
 are guard's alone (the parent holds scikit-learn, the training data and the peer clients).
 
-    python3 bench/guard_worker.py --list FILE --out JSON [--model DIR] [--timing FILE] [--repeats 3] [--cpu N]
+    python3 bench/guard_worker.py --list FILE --out JSON [--model DIR] [--timing FILE] [--repeats 3] [--cpu N] [--serve]
 
 1. pins itself to one CPU, loads the bundled settings, the shipped rules and (with --model) the
    model artefact in DIR (verified like the shipped one); start-up time is reported, not timed below;
@@ -10,7 +10,13 @@ are guard's alone (the parent holds scikit-learn, the training data and the peer
    keeping each verdict for the accuracy figures;
 3. reads peak RSS (VmHWM) at that point: a process that loaded everything and classified the split;
 4. with --timing: reads those files into memory, then times parse + classify over them
-   --repeats times with the model and without it (interleaved), and reports each run.
+   --repeats times with the model and without it (interleaved), and reports each run: wall time
+   and the process's own CPU time (user + system, ``resource.getrusage``), the same measure
+   bench/peers.py takes of the peers' servers;
+5. with --serve (and --timing): writes --out, prints ``ready`` and then waits on standard input:
+   each line ``model`` or ``rules_only`` times one pass and answers one JSON line
+   ``{"name", "wall_s", "cpu_s", "messages"}``; ``quit`` ends it. bench/throughput.py uses this
+   to interleave guard's rounds with the peers' in one run.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timing", type=Path, default=None, help="files to time (one path a line)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the last allowed one)")
+    ap.add_argument("--serve", action="store_true", help="after --out, time passes on request (see above)")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -92,25 +99,53 @@ def main(argv: list[str] | None = None) -> int:
         "stream_msg_per_s": round(len(paths) / stream_s, 1) if stream_s else None,
         "verdicts": verdicts,
     }
+    classifiers = {"model": clf, "rules_only": rules_only}
+
+    def timed(name: str, data: list[bytes]) -> tuple[float, float]:
+        c = classifiers[name]
+        r0, t0 = _cpu(), time.perf_counter()
+        for raw in data:
+            c.classify(parse(raw))
+        return time.perf_counter() - t0, _cpu() - r0
+
     if args.timing is not None:
         data = [Path(p).read_bytes() for p in args.timing.read_text(encoding="utf-8").splitlines() if p]
+        for raw in data[:20]:  # first use: lazily compiled patterns, caches
+            clf.classify(parse(raw))
         runs: dict[str, list[float]] = {"model": [], "rules_only": []}
-        for _ in range(args.repeats):
-            for name, c in (("model", clf), ("rules_only", rules_only)):
+        cpus: dict[str, list[float]] = {"model": [], "rules_only": []}
+        for _ in range(0 if args.serve else args.repeats):
+            for name in ("model", "rules_only"):
                 if name == "model" and model is None:
                     continue
-                t0 = time.perf_counter()
-                for raw in data:
-                    c.classify(parse(raw))
-                runs[name].append(time.perf_counter() - t0)
+                wall, cpu_s = timed(name, data)
+                runs[name].append(wall)
+                cpus[name].append(cpu_s)
         out["timing"] = {
             "messages": len(data),
             "bytes": sum(len(d) for d in data),
             "runs_seconds": {k: [round(x, 4) for x in v] for k, v in runs.items() if v},
+            "runs_cpu_seconds": {k: [round(x, 4) for x in v] for k, v in cpus.items() if v},
             "best_msg_per_s": {k: round(len(data) / min(v), 1) for k, v in runs.items() if v},
+            "cpu_ms_per_message_median": {k: round(1000 * sorted(v)[len(v) // 2] / len(data), 3)
+                                          for k, v in cpus.items() if v},
         }
     args.out.write_text(json.dumps(out), encoding="utf-8")
+    if args.serve and args.timing is not None:
+        print("ready", flush=True)
+        for line in sys.stdin:
+            name = line.strip()
+            if name == "quit" or not name:
+                break
+            wall, cpu_s = timed(name, data)
+            print(json.dumps({"name": name, "wall_s": wall, "cpu_s": cpu_s, "messages": len(data)}), flush=True)
     return 0
+
+
+def _cpu() -> float:
+    """This process's CPU seconds, user + system."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 if __name__ == "__main__":

@@ -29,5 +29,17 @@ def samples_dir() -> Path:
 
 
 def state_models_dir(settings) -> Path:
-    """Where scheduled retraining keeps the models it swaps in: ``models/`` beside the journal."""
-    return Path(settings.daemon.journal).parent / "models"
+    """Where `guard train` and the scheduled retrain write the models they make, and where guard looks
+    first for a verified model: ``learning.models_dir``, by default ``models/`` beside the journal
+    (the state directory). Never the shipped ``models/``."""
+    configured = settings.learning.models_dir
+    return Path(configured) if configured is not None else Path(settings.daemon.journal).parent / "models"
+
+
+def inside_package(path: Path) -> bool:
+    """True when ``path`` lies in the installed guard package (a wheel's ``guard/_shipped/``)."""
+    try:
+        path.resolve().relative_to(_PKG)
+    except ValueError:
+        return False
+    return True

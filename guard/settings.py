@@ -79,7 +79,8 @@ class Event(BaseModel):
     aliases: list[str] = []
     start: dt.date | None = None
     end: dt.date | None = None
-    venue: str | None = None
+    #: a text, or a table of texts per language ({ en = "Milan, Italy", it = "Milano, Italia" })
+    venue: str | dict[str, str] | None = None
     official_domains: list[str] = []
     #: names that must not appear inside a foreign domain (mfml2026 -> mfml2026-hotels.com)
     protected_names: list[str] = []
@@ -92,7 +93,7 @@ class Event(BaseModel):
 
     _domains = field_validator("official_domains")(classmethod(lambda cls, v: _domain_list(v)))
 
-    @field_validator("registration", "lodging")
+    @field_validator("registration", "lodging", "venue")
     @classmethod
     def _languages(cls, v):
         if isinstance(v, dict):
@@ -344,7 +345,15 @@ class DaemonSettings(BaseModel):
     policy_file: Path | None = None
     #: reply templates (one directory per language); default: the shipped templates/
     templates_dir: Path | None = None
+    #: the institute's own language (two letters): the first fallback of a reply (below) and the
+    #: default language of what goes to the coordinator
     language: str = Field(default="en", pattern=r"^[a-z]{2}$")
+    #: a reply is written in the participant's own language (read from their own text, never from a
+    #: forwarded message) when templates exist for it; else, and when the text is too short to tell, in
+    #: the first of these that has templates. Default: [language, "en"]
+    reply_fallback_languages: list[str] = []
+    #: the language of the digest, forwards and alerts to the coordinator; default: language
+    coordinator_language: str | None = Field(default=None, pattern=r"^[a-z]{2}$")
     folders: FolderNames = FolderNames()
     #: the same sender gets the same template at most once in this many days (RFC 5230 :days)
     reply_window_days: float = Field(default=7.0, gt=0, le=365)
@@ -388,6 +397,21 @@ class DaemonSettings(BaseModel):
     max_forwards_per_sender_per_hour: int = Field(default=5, ge=1, le=100_000)
 
     _extra = field_validator("extra_addresses")(classmethod(lambda cls, v: [_check_address(a) for a in v]))
+
+    @field_validator("reply_fallback_languages")
+    @classmethod
+    def _fallback_languages(cls, v):
+        bad = [x for x in v if not re.fullmatch(r"[a-z]{2}", x or "")]
+        if bad:
+            raise ValueError(f"languages are two lower-case letters (en, ca, fr), not {bad}")
+        return list(dict.fromkeys(v))
+
+    def reply_fallback(self) -> tuple[str, ...]:
+        """The fallback order of replies: reply_fallback_languages, else the institute's language then English."""
+        return tuple(dict.fromkeys(self.reply_fallback_languages or (self.language, "en")))
+
+    def coordinator_lang(self) -> str:
+        return self.coordinator_language or self.language
 
     @field_validator("trusted_authserv_ids")
     @classmethod
@@ -496,6 +520,9 @@ class LearningSettings(BaseModel):
     #: retrain on the labelled mail every this many hours and swap the model only when it evaluates
     #: no worse (0 = never; off by default)
     retrain_hours: float = Field(default=0.0, ge=0)
+    #: where `guard train` (and the scheduled retrain) write the models they make, and where guard
+    #: looks first for a verified model before the shipped one; default: models/ beside the journal
+    models_dir: Path | None = None
 
 
 class GuardSettings(BaseSettings):
@@ -587,19 +614,108 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> GuardSett
         def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
             return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=file), file_secret_settings)
 
+    lines = [f"{var}: {msg}" for var, msg in unknown_environment()]
     try:
         loaded = _FromFile(_secrets_dir=_secrets_dir(), **overrides)
     except ValidationError as exc:
-        lines = []
+        env = _environment_keys()
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{file}: {key}: {msg}")
+            lines.append(_describe_error(err, file, env, set(overrides)))
+    if lines:
         raise ConfigError("\n".join(lines)) from None
     if loaded.events_dirs:
         sheets = load_fact_sheets(resolve_dir(d, file) for d in loaded.events_dirs)
         loaded = loaded.model_copy(update={"events": merge_events(loaded.events, sheets)})
     return loaded
+
+
+def _environment_keys() -> dict[tuple[str, ...], str]:
+    """The settings keys given by GUARD_* environment variables: (``imap``, ``idle_seconds``) -> the variable."""
+    out = {}
+    for var in os.environ:
+        if var.upper().startswith("GUARD_") and len(var) > 6:
+            out[tuple(p.lower() for p in var[6:].split("__"))] = var
+    return out
+
+
+def _model_at(loc: Iterable) -> type[BaseModel] | None:
+    """The settings model that holds the last key of ``loc`` (list indexes and Optional skipped)."""
+    model: Any = GuardSettings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        f = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if f is None:
+            return None
+        found = _models_in(f.annotation)
+        if not found:
+            return None
+        model = found[0]
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _models_in(annotation) -> list:
+    import typing  # noqa: PLC0415
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in typing.get_args(annotation) for m in _models_in(a)]
+
+
+def _did_you_mean(loc: tuple) -> str:
+    import difflib  # noqa: PLC0415
+
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]).lower(), list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _describe_error(err: dict, file: Path, env: dict[tuple[str, ...], str], overridden: set[str]) -> str:
+    """One ``where: key: reason`` line: the file, or the GUARD_* variable the value came from."""
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key" + _did_you_mean(loc)
+    words = tuple(str(p).lower() for p in loc if not isinstance(p, int))
+    for n in range(len(words), 0, -1):  # the longest variable that gave this key or a table around it
+        var = env.get(words[:n])
+        if var is not None and (n == len(words) or _file_value(file, loc) != err.get("input", _ABSENT)):
+            return f"environment variable {var}: {key}: {msg}"
+    if loc and str(loc[0]) in overridden:
+        return f"(given by the caller): {key}: {msg}"
+    return f"{file}: {key}: {msg}"
+
+
+_ABSENT = object()
+
+
+def _file_value(file: Path, loc: tuple) -> Any:
+    """The value the configuration file gives at ``loc`` (``_ABSENT`` when it gives none)."""
+    try:
+        node: Any = read_toml(file)
+        for part in loc:
+            node = node[part]
+    except (ConfigError, KeyError, IndexError, TypeError):
+        return _ABSENT
+    return node
+
+
+def unknown_environment() -> list[tuple[str, str]]:
+    """GUARD_* variables that name no setting (pydantic-settings ignores those silently): (variable, reason)."""
+    import difflib  # noqa: PLC0415
+
+    known = set(GuardSettings.model_fields)
+    out = []
+    for words, var in sorted(_environment_keys().items(), key=lambda kv: kv[1]):
+        if words[0] in known or len(words) < 2:  # GUARD_FULL, GUARD_TEST_...: not settings (no __)
+            continue
+        close = difflib.get_close_matches(words[0], sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean GUARD_{close[0].upper()}__{'__'.join(w.upper() for w in words[1:])}?" if close else ""
+        out.append((f"environment variable {var}", f"{words[0]}: unknown setting{hint}"))
+    return out
 
 
 SHIPPED = "shipped"

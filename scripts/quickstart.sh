@@ -17,4 +17,6 @@ fi
 [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q .
 echo "== guard demo: the whole pipeline once over the bundled sample messages (no server needed) =="
-exec "$VENV/bin/guard" demo
+"$VENV/bin/guard" demo
+echo
+echo "guard is installed in $VENV/bin: run '. $VENV/bin/activate' to type the commands above as shown"

@@ -21,3 +21,6 @@ def ruleset(settings):
 @pytest.fixture(scope="session")
 def classifier(settings, ruleset):
     return build_classifier(settings, ruleset=ruleset)
+
+
+pytest_plugins = ["skip_banner"]  # tests/skip_banner.py: every skip listed at the end of the run

@@ -704,7 +704,7 @@ def train(
             "positive_rows": int(sum(ys)),
             "weights": {**DEFAULT_WEIGHTS, **(weights or {})},
             "label_counts": ts.label_counts(),
-            "public_dirs": [str(d) for d in public_dirs],
+            "public_dirs": [Path(d).name for d in public_dirs],  # names only: no path of the training machine
             "public_subsample": max_public,
             "data_hashes": {"own_train": data_hash(own), "public": data_hash(pub) if pub else None, "extra": data_hash(ext) if ext else None},
             "skipped": ts.errors,

@@ -127,7 +127,10 @@ def _explain(exc: ValidationError) -> str:
 
 
 def _read(path: Path) -> RuleFile:
-    data = read_toml(path, RuleError)
+    from guard.cache import json_cached
+
+    # parsed once per file version, then read as JSON from guard's cache (tomllib is pure Python)
+    data = json_cached("rules", path, lambda: read_toml(path, RuleError), 1)
     try:
         return RuleFile.model_validate(data)
     except ValidationError as exc:

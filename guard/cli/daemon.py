@@ -7,13 +7,16 @@ import logging
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from guard.errors import ConfigError
 
 DEMO_MARKER = ".guard-demo"
+DEFAULT_DEMO_DIR = Path("guard-demo")
+#: what a demo run leaves in its directory (removed before the next run)
+DEMO_OUTPUTS = ("Maildir", "outbox", "digest.txt", "digest.html", "journal.sqlite3", "journal.sqlite3-wal",
+                "journal.sqlite3-shm")
 
 log = logging.getLogger("guard.run")
 
@@ -104,9 +107,15 @@ def add_commands(sub) -> None:
                    help="default: [logging] format of the configuration (text)")
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo", help="run the whole pipeline once on the bundled sample messages (no server needed)")
-    d.add_argument("--workdir", type=Path, default=None,
-                   help="where the Maildir, the outbox and the journal go (default: a new temporary directory)")
+    d = sub.add_parser("demo", help="run the whole pipeline once on the bundled sample messages, or on yours "
+                                    "(--messages), and show the coordinator's digest (no server needed)")
+    d.add_argument("--workdir", type=Path, default=DEFAULT_DEMO_DIR,
+                   help=f"where the Maildir, the outbox, the digest and the journal go (default: ./{DEFAULT_DEMO_DIR}; "
+                        "a second run replaces the first)")
+    d.add_argument("--messages", metavar="PATH", action="append", default=None,
+                   help="your own messages instead of the samples: a directory of .eml files, an mbox file (as a "
+                        "mail client exports it) or a Maildir (repeatable)")
+    d.add_argument("--clean", action="store_true", help="remove the demo directory (--workdir) and exit")
     d.add_argument("--no-model", action="store_true", help="rules only")
     d.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     d.set_defaults(func=cmd_demo)
@@ -158,6 +167,11 @@ def _run(args, early: StartupSignals) -> int:
     if early.abandon("starting"):
         return 0
     settings = load_settings(args.config)
+    if settings.imap is None and not settings.accounts:
+        where = f"{args.config} has" if args.config else "the bundled sample institute (no --config) has"
+        raise ConfigError(f"guard run needs an [imap] section (or [[accounts]]) in the configuration, and {where} "
+                          "none: give your configuration with --config FILE (start from deploy/guard.example.toml; "
+                          "check it with guard check-config --config FILE)")
     if getattr(args, "new_journal", False):
         settings = settings.model_copy(update={"daemon": settings.daemon.model_copy(
             update={"allow_new_journal": True})})
@@ -187,14 +201,13 @@ def _run(args, early: StartupSignals) -> int:
         accounts.startup_signal = accounts.no_startup_signal
 
 
-def _prepare_workdir(workdir: Path | None) -> Path:
-    if workdir is None:
-        return Path(tempfile.mkdtemp(prefix="guard-demo-"))
+def _prepare_workdir(workdir: Path) -> Path:
     workdir = workdir.resolve()
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / DEMO_MARKER).is_file():
-            raise ConfigError(f"{workdir}: not empty and not a guard demo directory; give an empty or new directory")
-        for name in ("Maildir", "outbox", "journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm"):
+            raise ConfigError(f"{workdir}: not empty and not a guard demo directory; give an empty or new directory "
+                              "(--workdir DIR)")
+        for name in DEMO_OUTPUTS:
             p = workdir / name
             if p.is_dir():
                 shutil.rmtree(p)
@@ -202,6 +215,36 @@ def _prepare_workdir(workdir: Path | None) -> Path:
                 p.unlink()
     workdir.mkdir(parents=True, exist_ok=True)
     return workdir
+
+
+def _clean_workdir(workdir: Path) -> int:
+    workdir = workdir.resolve()
+    if not workdir.exists():
+        print(f"nothing to remove: {workdir} does not exist")
+        return 0
+    if not (workdir / DEMO_MARKER).is_file():
+        raise ConfigError(f"{workdir}: not a guard demo directory (no {DEMO_MARKER}); not removed")
+    shutil.rmtree(workdir)
+    print(f"removed {workdir}")
+    return 0
+
+
+def _demo_messages(paths: list[str] | None) -> list[tuple[str, bytes]]:
+    """(name shown, raw bytes) of each message: the bundled samples, or the user's own."""
+    from guard.mail.sources import iter_sources
+    from guard.paths import samples_dir
+
+    if not paths:
+        return [(p.name, p.read_bytes()) for p in sorted(samples_dir().glob("*.eml"))]
+    out = []
+    for src in iter_sources(list(paths)):
+        if src.raw is None:
+            print(f"guard demo: skipped {src.name}: {src.error}", file=sys.stderr)
+            continue
+        out.append((src.name, src.raw))
+    if not out:
+        raise ConfigError(f"{', '.join(paths)}: no messages found (give .eml files, an mbox file or a Maildir)")
+    return out
 
 
 def cmd_demo(args) -> int:
@@ -212,30 +255,31 @@ def cmd_demo(args) -> int:
     from guard.daemon.journal import Journal
     from guard.daemon.mailbox import MaildirMailbox
     from guard.daemon.mailer import FileMailer
-    from guard.paths import samples_dir
     from guard.settings import load_settings
 
+    if args.clean:
+        return _clean_workdir(args.workdir)
     setup_logging(args.log_level)
     settings = load_settings(args.config)
+    messages = _demo_messages(args.messages)
     classifier = _classifier(settings, args.no_model)
     workdir = _prepare_workdir(args.workdir)
-    (workdir / DEMO_MARKER).write_text("created by guard demo\n")
+    (workdir / DEMO_MARKER).write_text("created by guard demo (guard demo --clean removes this directory)\n")
     maildir, outbox = workdir / "Maildir", workdir / "outbox"
 
     journal = Journal(workdir / "journal.sqlite3")
     mailbox = MaildirMailbox(maildir, account="demo", folders=folder_names(settings))
-    # the first start is now: the samples below "arrive" after it, as new mail would
+    # the first start is now: the messages below "arrive" after it, as new mail would
     journal.mailbox_state(mailbox.account, mailbox.mailbox, utc_now())
     new = maildir / "new"
     for sub in ("cur", "new", "tmp"):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
     names: dict[str, str] = {}
-    samples = sorted(samples_dir().glob("*.eml"))
     base = int(time.time())
-    for i, src in enumerate(samples):
-        fname = f"{base}.M{i:03d}P0.guard-demo"
-        shutil.copyfile(src, new / fname)
-        names[fname] = src.name
+    for i, (name, raw) in enumerate(messages):
+        fname = f"{base}.M{i:06d}P0.guard-demo"
+        (new / fname).write_bytes(raw)
+        names[fname] = name
     mailer = FileMailer(outbox)
     daemon = Daemon(settings, classifier=classifier, mode="live", once=True, mailbox=mailbox, mailer=mailer,
                     journal=journal)
@@ -244,12 +288,51 @@ def cmd_demo(args) -> int:
     state = json.loads((maildir / "guard-uids.json").read_text())
     for fname, uid in state["uids"].items():
         uid_to_file[uid] = names.get(fname, fname)
-    _print_demo(daemon.executor.outcomes, uid_to_file, mailer.written, workdir, maildir)
-    journal.close()
+    what = "sample messages" if not args.messages else "of your messages"
+    try:
+        _print_demo(daemon.executor.outcomes, uid_to_file, mailer.written, workdir, maildir, what)
+        _demo_digest(settings, journal, workdir)
+    finally:
+        journal.close()
+    _print_next_steps(workdir, args)
     return status
 
 
-def _print_demo(outcomes, uid_to_file, written, workdir: Path, maildir: Path) -> None:
+def _demo_digest(settings, journal, workdir: Path) -> None:
+    """The coordinator's side: the digest of this run, printed (text) and written beside the outbox (HTML)."""
+    from guard.daemon.executor import utc_now
+    from guard.daemon.service import load_policy_and_templates
+    from guard.digest.send import DigestService
+
+    _, renderer = load_policy_and_templates(settings)
+    r = DigestService(settings, journal, None, renderer, clock=utc_now).preview()
+    (workdir / "digest.txt").write_text(f"Subject: {r.subject}\n\n{r.text}", encoding="utf-8")
+    (workdir / "digest.html").write_text(r.html, encoding="utf-8")
+    print(f"\n== the coordinator's digest of this run (to {settings.institute.coordinator.address}; "
+          f"HTML: {workdir / 'digest.html'}) ==\n")
+    print(f"Subject: {r.subject}\n")
+    print(r.text.rstrip("\n"))
+
+
+def _print_next_steps(workdir: Path, args) -> None:
+    here = _shown(workdir)
+    print()
+    print(f"everything is in {here}/ (outbox/, Maildir/, digest.txt, digest.html, journal.sqlite3)")
+    print(f"  the digest again:    guard digest --preview --journal {here}/journal.sqlite3 [--html]")
+    if not args.messages:
+        print("  on your own mail:    guard demo --messages PATH   (a directory of .eml files, an mbox file or a Maildir)")
+    clean = "guard demo --clean" + ("" if args.workdir == DEFAULT_DEMO_DIR else f" --workdir {here}")
+    print(f"  remove it:           {clean}")
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(path)
+
+
+def _print_demo(outcomes, uid_to_file, written, workdir: Path, maildir: Path, what: str = "sample messages") -> None:
     rows = []
     for o in sorted(outcomes, key=lambda o: o.uid):
         action = ", ".join(o.sent) if o.sent else "nothing sent"
@@ -258,7 +341,7 @@ def _print_demo(outcomes, uid_to_file, written, workdir: Path, maildir: Path) ->
                      "; ".join(o.suppressed)))
     w0 = max([len("message")] + [len(r[0]) for r in rows])
     w1 = max([len("category")] + [len(r[1]) for r in rows])
-    print(f"guard demo: {len(rows)} sample messages in {maildir}\n")
+    print(f"guard demo: {len(rows)} {what} in {maildir}\n")
     print(f"{'message':<{w0}}  {'category':<{w1}}  action")
     print(f"{'-' * w0}  {'-' * w1}  {'-' * 40}")
     for name, cat, action, suppressed in rows:

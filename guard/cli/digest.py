@@ -1,4 +1,4 @@
-"""``guard digest [--now | --preview]``: the coordinator's digest from the journal (guard/digest/send.py).
+"""``guard digest [--now | --preview] [--journal FILE]``: the coordinator's digest from the journal (guard/digest/send.py).
 
 ``--preview`` (the default) prints the digest that would go out now -- text, or
 HTML with ``--html`` -- and changes nothing. ``--now`` builds, journals and sends
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 
 def add_digest_command(sub) -> None:
@@ -20,6 +21,9 @@ def add_digest_command(sub) -> None:
     mode.add_argument("--now", action="store_true", help="send the digest to the coordinator now")
     mode.add_argument("--preview", action="store_true", help="print the digest that would go out (default)")
     g.add_argument("--html", action="store_true", help="with --preview: print the HTML form")
+    g.add_argument("--journal", type=Path, default=None, metavar="FILE",
+                   help="the journal to read (default: daemon.journal of the configuration); "
+                        "a demo's: --journal guard-demo/journal.sqlite3")
     g.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     g.set_defaults(func=cmd_digest)
 
@@ -35,9 +39,14 @@ def cmd_digest(args) -> int:
 
     setup_logging(args.log_level, "text", sys.stderr)
     settings = load_settings(args.config)
+    if args.journal is not None:
+        if not args.journal.is_file():
+            raise ConfigError(f"{args.journal}: no such journal (--journal)")
+        settings = settings.model_copy(update={"daemon": settings.daemon.model_copy(update={"journal": args.journal})})
     _, renderer = load_policy_and_templates(settings)
     if not settings.daemon.journal.is_file():
-        raise ConfigError(f"{settings.daemon.journal}: no journal yet (guard run has not run with this configuration)")
+        raise ConfigError(f"{settings.daemon.journal}: no journal yet (guard run has not run with this configuration; "
+                          "a demo's journal: --journal guard-demo/journal.sqlite3)")
     journal = Journal(settings.daemon.journal)
     try:
         mailer = None

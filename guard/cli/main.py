@@ -49,13 +49,16 @@ def cmd_classify(args) -> int:
 
 def _print_human(name, msg, verdict, explain: bool) -> None:
     subject = msg.subject.replace("\n", " ")[:70]
-    line = f"{name}: {verdict.category} (score {verdict.score:.1f})  {subject!r}"
+    # the score is the scam score (scam-tagged reasons, model included), whatever the category
+    line = f"{name}: {verdict.category} (scam score {verdict.score:.1f})  {subject!r}"
     if verdict.inner is not None:
-        line += f"  [forwarded: {verdict.inner.category} {verdict.inner.score:.1f}]"
+        line += f"  [forwarded: {verdict.inner.category}, scam score {verdict.inner.score:.1f}]"
     if verdict.paid:
         line += "  [reporter may have paid]"
     print(line)
     if explain:
+        if verdict.scores:
+            print("    scores by tag: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(verdict.scores.items())))
         for r in verdict.reasons:
             print(f"    {r.score:+5.1f}  {r.rule}: {r.description}")
         if verdict.inner is not None:
@@ -83,16 +86,17 @@ def cmd_check_config(args) -> int:
     policy, _ = load_policy_and_templates(settings)
     print(f"  policy and templates: OK ({len(policy.rows)} policy rows)")
     if not getattr(args, "no_model", False):
-        from guard.classification.model_loader import load_default_model
+        from guard.classification.model_loader import describe, find_intent, find_model
 
-        model = load_default_model(settings)
-        print(f"  model: {'loaded' if model is not None else 'none shipped (rules only)'}")
+        print(f"  scam model: {describe(find_model(settings)[1])}")
+        print(f"  intent model: {describe(find_intent(settings)[1])}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guard", description="Mail guard for an institute's events office.")
     p.add_argument("--config", "-c", type=Path, default=None, help="configuration TOML (default: bundled sample institute)")
+    p.add_argument("--version", action=_Version, help="show guard's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("classify", help="classify messages from files, directories, mbox files or - (stdin)")
@@ -115,7 +119,30 @@ def build_parser() -> argparse.ArgumentParser:
     cli_model.add_commands(sub)
     cli_daemon.add_commands(sub)
     cli_templates.add_commands(sub)
+    for command in sub.choices.values():  # `guard check-config --config FILE` as well as `guard --config FILE check-config`
+        command.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,
+                             help="configuration TOML (default: bundled sample institute)")
     return p
+
+
+class _Version(argparse.Action):
+    """``--version``, the installed distribution's version looked up only when asked (start-up time)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"guard {_version()}")
+        parser.exit()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("guard")
+    except PackageNotFoundError:  # pragma: no cover - a bare checkout on sys.path
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,14 +2,19 @@
 
 ``guard train``     fits the model on the project's own examples
                     (models/corpus/train, always) plus the public corpus
-                    (../shared/corpus by default, read in place) and writes
-                    models/guard-model.skops + models/guard-model.json.
+                    (../shared/corpus by default, read in place; without one
+                    it stops unless --events-only says to go on without) and
+                    writes guard-model.skops + guard-model.json into the models
+                    directory (learning.models_dir, default models/ beside the
+                    journal), which guard loads before the shipped model. The
+                    shipped model is never overwritten.
 ``guard evaluate``  grouped 5-fold cross-validation of the FULL verdict
                     (rules + a model trained on the other folds), per-category
                     and binary figures, the false-positive rate on genuine
                     mail, a confusion matrix and a precision-recall curve
                     (printed and written as PNG), then the held-out split
-                    scored by the shipped model, reported separately.
+                    scored by the model in use, reported separately. The
+                    report goes to ./guard-report/ (--out), never into the package.
 """
 
 from __future__ import annotations
@@ -29,25 +34,29 @@ from guard.paths import shipped
 #: categories of the own examples (labels.tsv) and the extra one a verdict can have
 OWN_CATEGORIES = ("scam", "report", "inquiry", "automated", "other")
 VERDICT_CATEGORIES = ("scam", "suspicious", "report", "inquiry", "automated", "other")
+#: where `guard evaluate` writes its report (relative to the working directory) unless --out says otherwise
+DEFAULT_REPORT_DIR = Path("guard-report")
 
 
 def add_commands(sub) -> None:
     """Add this part's subcommands to the `guard` parser."""
-    t = sub.add_parser("train", help="train the scam model on the own examples and the public corpus; write models/guard-model.*")
+    t = sub.add_parser("train", help="train the scam model (or --intent-only the intent model) into the models directory")
     _common(t)
-    t.add_argument("--out", type=Path, default=None, help="where the artefact and metadata go (default: models/)")
+    t.add_argument("--out", type=Path, default=None,
+                   help="where the artefact and metadata go (default: learning.models_dir, or models/ beside the journal); "
+                        "guard loads a verified model from there before the shipped one")
     t.add_argument("--labelled", type=Path, default=None, metavar="DIR",
                    help="the coordinator's labelled corrections (scam/*.eml, genuine/*.eml; default: learning.labelled_dir, "
                         "or labelled/ beside the configured journal)")
     t.add_argument("--metrics", type=Path, default=None,
-                   help="metrics.json of a `guard evaluate` run to record in the metadata (default: models/report/metrics.json if present)")
+                   help="metrics.json of a `guard evaluate` run to record in the metadata (default: guard-report/metrics.json if present)")
     t.add_argument("--intent-only", action="store_true",
                    help="train only the intent model (own examples; the shipped scam model supplies its features)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="grouped cross-validation of rules + model, plots, and the holdout split scored by the shipped model")
     _common(e)
-    e.add_argument("--out", type=Path, default=None, help="report directory (default: models/report/)")
+    e.add_argument("--out", type=Path, default=None, help=f"report directory (default: ./{DEFAULT_REPORT_DIR}/ in the working directory)")
     e.add_argument("--folds", type=int, default=5)
     e.add_argument("--explain", action="store_true", help="print each message's top contributing model features")
     e.add_argument("--no-holdout", action="store_true", help="skip scoring the holdout split with the shipped model")
@@ -64,7 +73,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, action="append", default=None, metavar="DIR",
                    help="public corpus directory with labels.tsv (repeatable; default: ../shared/corpus beside the repository, if present)")
     p.add_argument("--own", type=Path, default=None, help="own examples directory (default: models/corpus)")
-    p.add_argument("--events-only", action="store_true", help="only the own (events-office) examples, no public corpus")
+    p.add_argument("--events-only", action="store_true",
+                   help="only the own (events-office) examples, no public corpus (a much weaker scam model than the shipped one)")
     p.add_argument("--max-public", type=int, default=None, help="deterministic subsample of the public corpus (default: all)")
     p.add_argument("--jobs", type=int, default=2, help="processes for parsing and classifying (default 2)")
 
@@ -89,7 +99,39 @@ def _inputs(args) -> tuple[Path, list[Path]]:
     from guard.classification.model import default_public_corpus
 
     d = default_public_corpus(shipped("models").parent)
-    return own, [d] if d else []
+    if d is None:
+        where = (shipped("models").parent / ".." / "shared" / "corpus").resolve()
+        raise ModelError(
+            f"no public corpus found (none given with --corpus, and no {where}/labels.tsv beside the source checkout): "
+            "on the own examples alone the scam model is much "
+            "weaker than the shipped one. Give the corpus with --corpus DIR, or say --events-only to train on the "
+            "own examples alone (guard train --intent-only needs no public corpus)")
+    return own, [d]
+
+
+def _models_out(args, settings) -> Path:
+    """Where training writes: --out, else the models directory; never into the installed package."""
+    from guard.paths import inside_package, state_models_dir
+
+    out = args.out or state_models_dir(settings)
+    if inside_package(out):
+        raise ModelError(f"{out}: inside the installed guard package; the shipped model is never overwritten. "
+                         "Give another --out DIR (or set learning.models_dir)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".guard-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ModelError(f"{out}: cannot write the models there ({exc.strerror or exc}); give --out DIR, set "
+                         "learning.models_dir, or --config a file whose daemon.journal is writable") from None
+    return out
+
+
+def _settings(args):
+    from guard.settings import load_settings
+
+    return load_settings(getattr(args, "config", None))
 
 
 # -- train --------------------------------------------------------------------------------------
@@ -102,11 +144,13 @@ def cmd_train(args) -> int:
 
     say = _Progress()
     own, public = _inputs(args)
-    out = args.out or shipped("models")
-    say(f"own examples: {own / 'train'}; public corpus: {', '.join(map(str, public)) or 'none'}")
-    metrics = _load_metrics(args.metrics or (shipped("models") / "report" / "metrics.json"), required=args.metrics is not None)
+    settings = _settings(args)
+    out = _models_out(args, settings)
+    say(f"own examples: {own / 'train'}; public corpus: {', '.join(map(str, public)) or 'none (--events-only)'}")
+    metrics = _load_metrics(args.metrics or (DEFAULT_REPORT_DIR / "metrics.json"), required=args.metrics is not None)
     model, artefact, meta_path = train(
-        own, public, out, extra_labelled=_labelled(args, say), max_public=args.max_public, jobs=args.jobs, progress=say, metrics=metrics,
+        own, public, out, extra_labelled=_labelled(args, say, settings), max_public=args.max_public, jobs=args.jobs,
+        progress=say, metrics=metrics,
     )
     meta = model.metadata
     stale = metrics and metrics.get("data_hashes", {}).get("own_train") != meta["training"]["data_hashes"]["own_train"]
@@ -117,21 +161,26 @@ def cmd_train(args) -> int:
     print(f"model: {artefact} ({artefact.stat().st_size / 1e6:.2f} MB, sha256 {meta['sha256'][:16]}...)")
     print(f"metadata: {meta_path}")
     print(f"trained on {meta['training']['rows']} rows ({meta['training']['positive_rows']} scam) in {meta['training']['seconds']} s")
+    _in_use_note(args, settings, out)
     return 0
 
 
-def _labelled(args, say) -> list[tuple[bytes, str]]:
+def _in_use_note(args, settings, out: Path) -> None:
+    from guard.paths import state_models_dir
+
+    if out.resolve() == state_models_dir(settings).resolve():
+        print(f"guard loads the models in {out} before the shipped ones (delete them there to go back to the shipped ones)")
+    else:
+        print(f"not in use: guard loads trained models from {state_models_dir(settings)} (learning.models_dir)")
+
+
+def _labelled(args, say, settings) -> list[tuple[bytes, str]]:
     """The coordinator's corrections kept by the daemon (guard/learning/corrections.py), as extra labelled examples."""
     from guard.learning.corrections import labelled_dir, labelled_examples
 
     d = args.labelled
     if d is None:
-        from guard.settings import load_settings
-
-        try:
-            d = labelled_dir(load_settings(getattr(args, "config", None)))
-        except Exception:  # no usable configuration: no labelled examples
-            return []
+        d = labelled_dir(settings)
     found = labelled_examples(d)
     say(f"labelled corrections: {len(found)} from {d}")
     return found
@@ -147,7 +196,7 @@ def _load_metrics(path: Path, required: bool) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: unreadable metrics: {exc}") from None
     keep = ("created", "folds", "data_hashes", "cv_own", "cv_public", "buckets", "holdout")
-    return {"source": str(path), **{k: full[k] for k in keep if k in full}}
+    return {"source": path.name, **{k: full[k] for k in keep if k in full}}  # a name, not a path of this machine
 
 
 # -- evaluate -----------------------------------------------------------------------------------
@@ -210,7 +259,7 @@ def _classify_all(samples, fold_of, classifiers, rules_clf, models, explain: boo
 
 
 def _base_classifier(args):
-    """Rules and the shipped scam model, no intent model: what the intent stage is trained over."""
+    """Rules and the scam model in use (trained, else shipped), no intent model: what the intent stage is trained over."""
     from guard.classification.assemble import build_classifier
     from guard.classification.model_loader import load_default_model
     from guard.settings import load_settings
@@ -218,7 +267,7 @@ def _base_classifier(args):
     settings = load_settings(args.config)
     model = load_default_model(settings)
     if model is None:
-        raise ModelError("no scam model is shipped: train it first (guard train)")
+        raise ModelError("no scam model, trained or shipped: train it first (guard train)")
     return settings, build_classifier(settings, model=model, intent=None)
 
 
@@ -228,8 +277,8 @@ def cmd_train_intent(args) -> int:
 
     say = _Progress()
     own = args.own or (shipped("models") / "corpus")
-    out = args.out or shipped("models")
-    _settings, base = _base_classifier(args)
+    settings, base = _base_classifier(args)
+    out = _models_out(args, settings)
     examples = it.read_labels(own, "train")
     say(f"intent model: {len(examples)} own examples from {own / 'train'}")
     rows = it.rows_of(base, examples, progress=say)
@@ -238,6 +287,7 @@ def cmd_train_intent(args) -> int:
     artefact, meta = intent.save(model, out, {"examples": len(examples), "label_counts": dict(sorted(counts.items()))})
     print(f"intent model: {artefact} ({artefact.stat().st_size / 1e6:.2f} MB)")
     print(f"metadata: {meta}")
+    _in_use_note(args, settings, out)
     return 0
 
 
@@ -288,7 +338,7 @@ def cmd_evaluate(args) -> int:
 
     say = _Progress()
     own_dir, public = _inputs(args)
-    out_dir = args.out or (shipped("models") / "report")
+    out_dir = args.out or DEFAULT_REPORT_DIR
     settings = load_settings(args.config)
     ruleset = load_rules(settings)
     samples = collect_samples(own_dir, public, max_public=args.max_public, warn=say)
@@ -350,7 +400,7 @@ def cmd_evaluate(args) -> int:
         metrics["cv_public"] = _section_public(report, pub_recs, "CROSS-VALIDATED, public corpus (spam/phishing = scam, ham = not scam)")
     metrics["buckets"] = _section_buckets(report, records)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _plots(out_dir, own_recs, pub_recs, report)
+    plots = _plots(out_dir, own_recs, pub_recs, report)
     if args.explain:
         report.line("")
         report.line("== top model features per message (coefficient x tf-idf; + pushes towards scam) ==")
@@ -369,7 +419,7 @@ def cmd_evaluate(args) -> int:
             fh.write(f"{r.key.split(':', 1)[1]}\t{r.label}\t{r.fold if r.fold >= 0 else 'holdout'}\t{r.p:.4f}\t{r.category}\t{r.score:.1f}\t{r.rules_category}\n")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n", encoding="utf-8")
     (out_dir / "report.txt").write_text("\n".join(report.lines) + "\n", encoding="utf-8")
-    say(f"wrote {out_dir / 'report.txt'}, metrics.json, confusion_matrix.png, pr_curve.png")
+    say(f"wrote {out_dir / 'report.txt'}, " + ", ".join(["metrics.json", "predictions.tsv", *plots]))
     return 0
 
 
@@ -545,12 +595,13 @@ def _section_buckets(report: Report, recs: list[Record]) -> list[dict]:
     return out
 
 
-def _plots(out_dir: Path, own_recs: list[Record], pub_recs: list[Record], report: Report) -> None:
+def _plots(out_dir: Path, own_recs: list[Record], pub_recs: list[Record], report: Report) -> list[str]:
+    """Write the confusion matrix and precision-recall plots; the names of the files written."""
     try:
         import matplotlib
     except ImportError:
         report.line("  (plots skipped: matplotlib is not installed; pip install 'guard[plots]')")
-        return
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -603,22 +654,21 @@ def _plots(out_dir: Path, own_recs: list[Record], pub_recs: list[Record], report
     fig.tight_layout()
     fig.savefig(out_dir / "pr_curve.png", dpi=110)
     plt.close(fig)
+    return ["confusion_matrix.png", "pr_curve.png"]
 
 
 def _section_holdout(report: Report, own_dir: Path, settings, ruleset, say) -> dict:
     from guard.classification.assemble import build_classifier
     from guard.mail.message import parse
-    from guard.classification.model import ARTEFACT_NAME, load_model, read_own
+    from guard.classification.model import read_own
+    from guard.classification.model_loader import find_model
 
-    artefact = shipped("models") / ARTEFACT_NAME
     samples = read_own(own_dir, "holdout", say)
     report.line("")
     if not samples:
         report.line("HOLDOUT: no holdout examples found")
         return {}
-    model = None
-    if artefact.is_file():
-        model = load_model(artefact)
+    model, artefact = find_model(settings)
     clf = build_classifier(settings, model=model, ruleset=ruleset)
     rules_clf = build_classifier(settings, model=None, ruleset=ruleset)
     recs = []
@@ -629,14 +679,14 @@ def _section_holdout(report: Report, own_dir: Path, settings, ruleset, say) -> d
         recs.append(Record(s.key, "own", s.category, s.category == "scam", -1, v.model_p if v.model_p is not None else float("nan"),
                            v.category, v.score, r.category))
     created = model.metadata.get("created", "?") if model else None
-    title = (f"HOLDOUT split (models/corpus/holdout, never used for training or tuning), scored by the SHIPPED model "
-             f"{artefact.name} (created {created})" if model else "HOLDOUT split, rules only (no shipped model)")
+    title = (f"HOLDOUT split (models/corpus/holdout, never used for training or tuning), scored by the model in use "
+             f"{artefact} (created {created})" if model else "HOLDOUT split, rules only (no model)")
     out = _section_own(report, recs, title, model_available=model is not None)
     out["_records"] = recs
     b = out["binary_full"]
     report.line("")
     report.line(
-        f"HOLDOUT (shipped model, {len(recs)} held-out own examples, separate from the cross-validation above): "
+        f"HOLDOUT (model in use, {len(recs)} held-out own examples, separate from the cross-validation above): "
         f"scam recall {b['recall']:.3f} ({b['tp']}/{b['positives']}), precision {b['precision']:.3f}, "
         f"genuine mail called scam {100 * b['fpr_genuine']:.2f}% ({b['fp']}/{b['genuine']}), "
         f"per-category accuracy {out.get('accuracy_full', out.get('accuracy_rules_only', 0)):.3f}"

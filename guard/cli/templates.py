@@ -99,11 +99,21 @@ def render_preview(settings, template: str, *, event_id: str | None = None, lang
     from guard.paths import shipped
     from guard.respond.render import Identity, Renderer, build_alert, build_forward, build_notice, build_reply
 
-    lang = lang or settings.daemon.language
-    renderer = Renderer(settings.daemon.templates_dir or shipped("templates"), lang)
-    available = renderer.templates(lang)
+    d = settings.daemon
+    lang = lang or d.language
+    kind = KINDS.get(template, "reply")
+    # a reply in --lang; what goes to the coordinator as if --lang were the coordinator's language
+    renderer = Renderer(d.templates_dir or shipped("templates"), d.language, fallback=d.reply_fallback(),
+                        coordinator_language=lang if kind != "reply" else d.coordinator_lang())
+    if lang not in renderer.languages():
+        raise ConfigError(f"{renderer.root / lang}: no templates in {lang!r} (have: {', '.join(renderer.languages())})")
+    used = renderer.pick_language(lang, template)
+    available = renderer.templates(used)
     if template not in available:
         raise ConfigError(f"{renderer.root / lang}: no template {template!r} (have: {', '.join(sorted(available))})")
+    if used != lang:
+        print(f"guard preview: {template} has no {lang!r} version: shown in {used!r}, as guard would send it",
+              file=sys.stderr)
     ident = Identity.from_settings(settings)
     event = None
     if event_id is not None:
@@ -117,7 +127,6 @@ def render_preview(settings, template: str, *, event_id: str | None = None, lang
     verdict = _sample_verdict(template, lang)
     now = now or datetime.now(timezone.utc).replace(microsecond=0)
     mid = f"<guard.preview.{template}@{ident.domain}>"
-    kind = KINDS.get(template, "reply")
     try:
         if kind == "reply":
             return build_reply(renderer, template, msg=msg, verdict=verdict, ident=ident, now=now, message_id=mid)

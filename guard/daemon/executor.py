@@ -397,17 +397,23 @@ class Executor:
             malformed = "malformed message (" + "; ".join(msg.defects[:5])[:300] + "): flagged for review"
             note = f"{note}; {malformed}" if note else malformed
         summary = decision.summary()
+        recorded = verdict.to_dict()
+        # the kind of each reason (scam, inquiry, ...): the digest shows only those that explain the verdict
+        recorded["reasons"] = [{**d, "tags": list(r.tags)} for d, r in zip(recorded["reasons"], verdict.reasons)]
+        if decision.language is not None:  # the reply's language and why (the digest shows it)
+            recorded["reply_language"] = decision.language.to_dict()
         self.journal.record_decision(
-            row.id, category=verdict.category, verdict=verdict.to_dict(), plan=decision.plan.describe(),
+            row.id, category=verdict.category, verdict=recorded, plan=decision.plan.describe(),
             folder=decision.folder, flag=flag, suppressed=[list(s) for s in decision.suppressed],
             outgoing=[Outgoing(o.kind, o.template, o.recipient, o.envelope_from, o.message_id, o.raw,
                                history_as=o.headers.get("history_as") or o.headers.get("shadow_for") or o.recipient)
                       for o in decision.outgoing], mode=self.mode, now=now, note=note)
         decision_log.info(
             "uid=%s uidvalidity=%s message_id=%s category=%s score=%.1f inner=%s paid=%s row=%s sends=%s "
-            "suppressed=%s folder=%s mode=%s", uid, key.uidvalidity, mid, summary["category"], summary["score"],
-            summary["inner"], summary["paid"], summary["row"], ",".join(summary["sends"]) or "-",
-            " | ".join(summary["suppressed"]) or "-", summary["folder"] or "(left in place)", self.mode)
+            "suppressed=%s folder=%s mode=%s reply_language=%s", uid, key.uidvalidity, mid, summary["category"],
+            summary["score"], summary["inner"], summary["paid"], summary["row"], ",".join(summary["sends"]) or "-",
+            " | ".join(summary["suppressed"]) or "-", summary["folder"] or "(left in place)", self.mode,
+            summary["language"] or "-")
         outcome = Outcome(uid, mid, verdict.category, plan.row, suppressed=summary["suppressed"],
                           folder=decision.folder, subject=msg.subject, state="decided")
         self.outcomes.append(outcome)

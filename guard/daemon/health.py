@@ -4,7 +4,7 @@ container probes and Prometheus.
 ``GET /healthz`` answers 200 ``ok`` only when every watched account has its IMAP connection up
 and its last IDLE round or poll ended less than ``stale_seconds`` ago; otherwise 503 with one
 line per problem (OAuth2 refresh failures included). ``GET /metrics`` is the Prometheus text
-format (:mod:`guard.daemon.metrics`).
+format, or OpenMetrics when the scraper asks for it (``prometheus_client``; :mod:`guard.daemon.metrics`).
 
 The daemon is observed from the outside: :class:`ObservedMailbox` wraps a mailbox (connection
 state, last activity, reconnects, IMAP errors) and :func:`instrument` wraps the executor's
@@ -132,11 +132,19 @@ def auth_problems() -> list[str]:
     return CURRENT.auth_problems() if CURRENT is not None else oauth.auth_problems()
 
 
-def collect_tokens(registry: Registry) -> None:
+def collect_tokens():
+    """The OAuth2 token sources' expiry and refresh failures, read at scrape time (Registry.collectors)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
+
+    expiry = GaugeMetricFamily("guard_oauth2_token_expiry_timestamp_seconds",
+                               "Unix time at which the current OAuth2 access token expires.", labels=["source"])
+    failures = CounterMetricFamily("guard_oauth2_refresh_failures", "Failed OAuth2 token refreshes.",
+                                   labels=["source"])
     for src in oauth.sources():
         if src.expires_at is not None:
-            registry.set("guard_oauth2_token_expiry_timestamp_seconds", src.expires_at, source=src.name)
-        registry.set("guard_oauth2_refresh_failures_total", src.failures, source=src.name)
+            expiry.add_metric([src.name], src.expires_at)
+        failures.add_metric([src.name], src.failures)
+    return [expiry, failures]
 
 
 REGISTRY.collectors.append(collect_tokens)
@@ -266,10 +274,14 @@ class HealthServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=5)
+            accept = None
             while True:  # headers
                 h = await asyncio.wait_for(reader.readline(), timeout=5)
                 if h in (b"\r\n", b"\n", b""):
                     break
+                name, _, value = h.decode("latin-1").partition(":")
+                if name.strip().lower() == "accept":
+                    accept = value.strip()
             parts = line.decode("latin-1").split()
             method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
             if method not in ("GET", "HEAD"):
@@ -282,11 +294,11 @@ class HealthServer:
                     status, body = "200 OK", "ok\n"
                 ctype = "text/plain; charset=utf-8"
             elif path == "/metrics":
-                status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
-                body = self.health.registry.render()
+                status = "200 OK"
+                body, ctype = self.health.registry.exposition(accept)
             else:
                 status, ctype, body = "404 Not Found", "text/plain", "not found\n"
-            data = body.encode("utf-8")
+            data = body if isinstance(body, bytes) else body.encode("utf-8")
             head = (f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n"
                     "Connection: close\r\n\r\n").encode()
             writer.write(head + (b"" if method == "HEAD" else data))

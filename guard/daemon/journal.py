@@ -34,6 +34,7 @@ Times are UTC epoch seconds. Nothing here logs or stores credentials.
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -294,6 +295,7 @@ class Journal:
         except sqlite3.Error as exc:
             raise ConfigError(f"{self.path}: cannot open the journal: {exc}") from None
         self.db.row_factory = sqlite3.Row
+        self._window = _ReplyWindow(self.db)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed "sent" survives a power cut, not only a crash of guard
@@ -330,12 +332,12 @@ class Journal:
         return self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
 
     def _tx(self):
-        return _Transaction(self.db)
+        return _Transaction(self.db, self._window.invalidate)
 
     def transaction(self):
         """One transaction around several journal calls (one commit, one fsync): a batch of
         messages. The journal's own methods nest inside it as savepoints."""
-        return _Transaction(self.db)
+        return _Transaction(self.db, self._window.invalidate)
 
     def close(self) -> None:
         self.db.close()
@@ -565,6 +567,7 @@ class Journal:
                             (error[:500], outbox_id))
             # a reply that never went out does not count against the window or the breaker
             self.db.execute("DELETE FROM replies WHERE outbox=?", (outbox_id,))
+            self._window.invalidate()
 
     def next_retry(self) -> datetime | None:
         r = self.db.execute("SELECT MIN(next_attempt) FROM outbox WHERE state IN ('intent', 'sending')").fetchone()
@@ -577,6 +580,12 @@ class Journal:
         return _dt(r[0])
 
     def replies_since(self, since: datetime, template: str | None = None) -> int:
+        """Automatic replies (``template=None``: every template but alerts and coordinator
+        history) or entries of ``template`` since ``since``. Counted in memory (:class:`_ReplyWindow`):
+        asked twice per message, a COUNT over the last hour grew with a backlog's size."""
+        n = self._window.count(_ts(since), _AUTOMATIC if template is None else template)
+        if n is not None:
+            return n
         if template is None:
             q = ("SELECT COUNT(*) FROM replies WHERE at >= ? AND template NOT IN (?, ?, ?)")
             return self.db.execute(q, (_ts(since), "breaker_alert", LOOP_ALERT, TO_COORDINATOR)).fetchone()[0]
@@ -592,6 +601,10 @@ class Journal:
         """Automatic replies since ``since`` to addresses at ``domain`` (the domain's rate limit)."""
         if not domain:
             return 0
+        if "@" not in domain:
+            n = self._window.count(_ts(since), _AUTOMATIC, domain.lower())
+            if n is not None:
+                return n
         pattern = "%@" + domain.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         q = ("SELECT COUNT(*) FROM replies WHERE at >= ? AND recipient LIKE ? ESCAPE '\\' "
              "AND template NOT IN (?, ?, ?)")
@@ -604,12 +617,85 @@ class Journal:
         return out
 
 
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error); inside an open transaction, a savepoint."""
+#: ``_ReplyWindow`` key of the automatic replies (every template but these three)
+_AUTOMATIC = ""
+_NOT_AUTOMATIC = frozenset(("breaker_alert", LOOP_ALERT, TO_COORDINATOR))
+
+
+class _ReplyWindow:
+    """The recent rows of ``replies`` in memory, so that the breaker's counts cost O(log n).
+
+    Holds sorted ``at`` lists per key: every automatic reply (``_AUTOMATIC``), each template,
+    and automatic replies per recipient domain. New rows are read by id (``id > last``, the
+    primary key), so a query costs the rows added since the previous one. The mirror is exact
+    for ``since >= floor`` (every row at or after ``floor`` is held); an older ``since`` answers
+    None (the caller counts in SQL). It is dropped and reloaded when rows may have gone: a
+    delete, a rollback, or a commit by another connection (``PRAGMA data_version``). Entries
+    more than two hours below the newest ``since`` asked are pruned, so memory stays bounded.
+    """
+
+    KEEP = 3600.0
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        self.loaded = False
+        self.lists: dict[tuple[str, str], list[float]] = {}
+        self.last_id = 0
+        self.floor = float("inf")
+        self.version = None
+
+    def _add(self, rid: int, recipient: str, template: str, at: float) -> None:
+        keys = [("t", template)]
+        if template not in _NOT_AUTOMATIC:
+            keys += [("t", _AUTOMATIC), ("d", recipient.rpartition("@")[2])]
+        for key in keys:
+            lst = self.lists.setdefault(key, [])
+            if not lst or at >= lst[-1]:
+                lst.append(at)
+            else:
+                bisect.insort(lst, at)
+        self.last_id = max(self.last_id, rid)
+
+    def count(self, since: float, template: str, domain: str | None = None) -> int | None:
+        try:
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+            if self.loaded and version != self.version:
+                self.invalidate()
+            if not self.loaded:
+                floor = since - self.KEEP
+                rows = self.db.execute("SELECT id, recipient, template, at FROM replies WHERE at >= ?", (floor,))
+                for r in rows:
+                    self._add(r[0], r[1], r[2], r[3])
+                self.last_id = max(self.last_id, self.db.execute("SELECT COALESCE(MAX(id), 0) FROM replies")
+                                   .fetchone()[0])
+                self.loaded, self.floor, self.version = True, floor, version
+            else:
+                for r in self.db.execute("SELECT id, recipient, template, at FROM replies WHERE id > ? ORDER BY id",
+                                         (self.last_id,)):
+                    self._add(r[0], r[1], r[2], r[3])
+        except sqlite3.Error:
+            self.invalidate()
+            return None
+        if since < self.floor:
+            return None
+        if since - self.floor > 2 * self.KEEP:  # prune: keep an hour below the newest since
+            self.floor = since - self.KEEP
+            for key, lst in self.lists.items():
+                del lst[:bisect.bisect_left(lst, self.floor)]
+        lst = self.lists.get(("d", domain) if domain is not None else ("t", template))
+        return len(lst) - bisect.bisect_left(lst, since) if lst else 0
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error); inside an open transaction, a savepoint."""
+
+    def __init__(self, db: sqlite3.Connection, on_rollback=None) -> None:
+        self.db = db
         self.nested = False
+        self.on_rollback = on_rollback
 
     def __enter__(self):
         self.nested = self.db.in_transaction
@@ -620,9 +706,15 @@ class _Transaction:
         if self.nested:
             if exc_type is not None:
                 self.db.execute("ROLLBACK TO inner")
+                self._rolled_back()
             self.db.execute("RELEASE inner")
         elif exc_type is None:
             self.db.execute("COMMIT")
         else:
             self.db.execute("ROLLBACK")
+            self._rolled_back()
         return False
+
+    def _rolled_back(self) -> None:
+        if self.on_rollback is not None:
+            self.on_rollback()

@@ -50,7 +50,8 @@ class Backoff:
 def load_policy_and_templates(settings: GuardSettings) -> tuple[Policy, Renderer]:
     """The decision table and the templates, checked against each other (start-up)."""
     d = settings.daemon
-    renderer = Renderer(d.templates_dir or shipped("templates"), d.language)
+    renderer = Renderer(d.templates_dir or shipped("templates"), d.language, fallback=d.reply_fallback(),
+                        coordinator_language=d.coordinator_lang())
     renderer.check()
     policy = load_policy(d.policy_file or shipped("rules") / "policy.toml", templates=renderer.templates())
     return policy, renderer

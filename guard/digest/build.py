@@ -25,11 +25,16 @@ time, the digest is due at once (``next_due`` <= now): late, never skipped.
 * **replies sent** and **replies suppressed** (with the reply gate's reasons);
 * **failed**: messages that could not be processed and sends that failed.
 
-Each item gives sender, subject, date, category, score, top reasons and folder.
+Each item gives sender, subject, date, category, score, top reasons (only those that explain the
+verdict) and folder. Nothing here is worded for a reader: an item carries codes (``note``: why it is
+listed; ``send``: which message; ``language``: the reply's language and why) and the machine text of
+other parts of guard (``detail``: the reply gate's reasons, an SMTP error); the templates
+``templates/<lang>/digest.{txt,html}.j2`` put everything in words, in the coordinator's language.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -96,9 +101,13 @@ class Send:
     error: str | None = None
 
 
-#: how the digest words a send taken as sent after a crash at its commit point (guard/daemon/journal.py)
-UNCONFIRMED_NOTE = ("unconfirmed: guard stopped while handing it to the SMTP server; it almost certainly "
-                    "arrived, and it was not sent twice")
+#: the codes of Item.note: why an item is listed (the templates word them)
+PAID = "paid"  # the participant says they may already have paid or given details
+NOT_SCAM, SCAM = "not_scam", "scam"  # a coordinator's correction
+UNCONFIRMED = "unconfirmed"  # taken as sent after a crash at its commit point (guard/daemon/journal.py)
+SEND_FAILED = "failed"  # a send failed for good (detail: the error)
+POISON = "poison"  # could not be processed (detail: why, when known)
+COPY, REPORT = "copy", "report"  # a campaign's quarantined copy, or a participant's report of it
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,8 @@ class Record:
     suppressed: tuple[tuple[str, tuple[str, ...]], ...] = ()
     note: str | None = None
     correction: str | None = None  # "not_scam" / "scam": a coordinator's correction of this message
+    #: the automatic reply's language and why ({"language", "reason", "detected"}; guard.respond.languages)
+    reply_language: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -135,14 +146,17 @@ class Period:
 @dataclass(frozen=True)
 class Item:
     ref: str
-    sender: str
-    subject: str
+    sender: str  # "" = unknown
+    subject: str  # "" = none
     date: datetime | None
-    category: str
+    category: str  # "" = none (not processed)
     score: float | None
     reasons: tuple[str, ...]
-    folder: str
-    detail: str = ""  # the send, the suppression reasons, the error
+    folder: str  # "" = left in the inbox
+    detail: str = ""  # machine text from elsewhere: the reply gate's reasons, an error, a processing note
+    note: str = ""  # a code: PAID, NOT_SCAM, SCAM, UNCONFIRMED, SEND_FAILED, POISON, COPY, REPORT
+    send: str = ""  # the send it is about: "reply inquiry_ack", "forward forward_summary"
+    language: dict | None = None  # a reply's language and why
 
 
 @dataclass(frozen=True)
@@ -200,10 +214,9 @@ class Options:
     top_reasons: int = 3
 
 
-def _item(r: Record, top: int, detail: str = "", *, inner: bool = False) -> Item:
-    return Item(r.ref, r.sender or "(unknown sender)", r.subject or "(no subject)", r.date,
-                r.category or ("unprocessed" if r.state == "poison" else "-"), r.score, tuple(r.reasons[:top]),
-                r.folder or "(left in the inbox)", detail)
+def _item(r: Record, top: int, detail: str = "", *, note: str = "", send: str = "", language: dict | None = None) -> Item:
+    return Item(r.ref, r.sender or "", r.subject or "", r.date, r.category or "", r.score, tuple(r.reasons[:top]),
+                r.folder or "", detail, note, send, language)
 
 
 def _is_campaign_member(r: Record) -> bool:
@@ -239,16 +252,16 @@ def _campaigns(records: Sequence[Record], opts: Options) -> tuple[Campaign, ...]
         reasons = Counter(x for r in copies for x in r.reasons[:opts.top_reasons])
         scores = [r.score for r in copies if r.score is not None]
         peak = peak_in_window([r.date for r in rs], opts.advisory_window)
-        items = tuple(sorted((_item(r, opts.top_reasons, "report" if r.category == "report" else "copy")
+        items = tuple(sorted((_item(r, opts.top_reasons, note=REPORT if r.category == "report" else COPY)
                               for r in rs), key=lambda i: (i.date or datetime.min.replace(tzinfo=timezone.utc))))
         out.append(Campaign(
-            subject=(subjects.most_common(1)[0][0] if subjects else "(no subject)") or "(no subject)",
+            subject=(subjects.most_common(1)[0][0] if subjects else ""),
             copies=len(copies), reports=len(reports),
             senders=tuple(dict.fromkeys(s.lower() for s in senders if s)),
             first_seen=min(dates) if dates else None, last_seen=max(dates) if dates else None,
             score=max(scores) if scores else None,
             reasons=tuple(x for x, _ in reasons.most_common(opts.top_reasons)),
-            folders=tuple(dict.fromkeys(r.folder or "(left in the inbox)" for r in rs)),
+            folders=tuple(dict.fromkeys(r.folder or "" for r in rs)),
             items=items, peak_24h=peak, advisory=peak >= opts.advisory_threshold,
         ))
     out.sort(key=lambda c: (-c.count, c.first_seen or datetime.min.replace(tzinfo=timezone.utc)))
@@ -263,27 +276,27 @@ def build(records: Iterable[Record], period: Period, options: Options = Options(
     counts: Counter[str] = Counter()
     for r in records:
         if r.correction:
-            corrections.append(_item(r, top, {"not_scam": "marked not a scam: sender allowlisted, released",
-                                              "scam": "marked a scam: sender denylisted"}.get(r.correction,
-                                                                                               r.correction)))
+            corrections.append(_item(r, top, note=r.correction))
             counts["corrections"] += 1
             continue  # a released message also has its own record (routed) once its sends are done
         counts[r.category or r.state] += 1
         if r.state == "poison":
-            failed.append(_item(r, top, r.note or "could not be processed"))
+            failed.append(_item(r, top, r.note or "", note=POISON))
             continue
         for s in r.sends:
             unconfirmed = s.state == "sent" and (s.error or "").startswith("unconfirmed")
+            send = f"{s.kind} {s.template}"
             if s.kind == "reply" and s.state == "sent":
-                sent.append(_item(r, top, s.template + (f" ({UNCONFIRMED_NOTE})" if unconfirmed else "")))
+                sent.append(_item(r, top, note=UNCONFIRMED if unconfirmed else "", send=send,
+                                  language=r.reply_language))
             elif unconfirmed:  # a forward or alert to the coordinator: worth a look
-                failed.append(_item(r, top, f"{s.kind} {s.template}: {UNCONFIRMED_NOTE}"))
+                failed.append(_item(r, top, note=UNCONFIRMED, send=send))
             if s.state == "failed":
-                failed.append(_item(r, top, f"{s.kind} {s.template} failed: {s.error or 'unknown error'}"))
+                failed.append(_item(r, top, s.error or "", note=SEND_FAILED, send=send))
         for action, reasons in r.suppressed:
-            suppressed.append(_item(r, top, f"{action}: {'; '.join(reasons)}"))
+            suppressed.append(_item(r, top, "; ".join(reasons), send=action))
         if r.paid:
-            urgent.append(_item(r, top, "says they may already have paid or given details"))
+            urgent.append(_item(r, top, note=PAID))
         elif _is_campaign_member(r):
             pass
         elif r.folder == options.review_folder or r.category == "suspicious":
@@ -302,25 +315,30 @@ def build(records: Iterable[Record], period: Period, options: Options = Options(
 
 
 def _fmt(t: datetime | None, zone: ZoneInfo) -> str:
-    return t.astimezone(zone).strftime("%Y-%m-%d %H:%M") if t else "(no date)"
+    return t.astimezone(zone).strftime("%Y-%m-%d %H:%M") if t else ""
 
 
 def template_context(data: DigestData, *, institute: dict, coordinator: dict, event_names: Sequence[str] = ()) -> dict:
-    """Plain values (strings, numbers, lists, dicts) for digest.txt.j2 and digest.html.j2."""
+    """Plain values (strings, numbers, lists, dicts) for digest.txt.j2 and digest.html.j2.
+
+    Absent values are empty ("" sender, subject, folder or date; None score); the templates say so
+    in their language."""
     zone = ZoneInfo(data.period.tz)
 
     def item(i: Item) -> dict:
         return {"ref": i.ref, "sender": i.sender, "subject": i.subject, "date": _fmt(i.date, zone),
-                "category": i.category, "score": "-" if i.score is None else f"{i.score:.1f}",
-                "reasons": list(i.reasons), "folder": i.folder, "detail": i.detail}
+                "category": i.category, "score": None if i.score is None else f"{i.score:.1f}",
+                "reasons": list(i.reasons), "folder": i.folder, "detail": i.detail, "note": i.note,
+                "send": i.send, "template": (re.split(r"[:\s]+", i.send) + [""])[1], "language": i.language}
 
     def campaign(c: Campaign) -> dict:
         return {"subject": c.subject, "count": c.count, "copies": c.copies, "reports": c.reports,
                 "senders": list(c.senders[:8]), "more_senders": max(0, len(c.senders) - 8),
                 "domains": list(c.sender_domains[:8]), "first_seen": _fmt(c.first_seen, zone),
-                "last_seen": _fmt(c.last_seen, zone), "score": "-" if c.score is None else f"{c.score:.1f}",
+                "last_seen": _fmt(c.last_seen, zone), "score": None if c.score is None else f"{c.score:.1f}",
                 "reasons": list(c.reasons), "folders": list(c.folders), "peak_24h": c.peak_24h,
-                "advisory": c.advisory, "first_seen_date": _fmt(c.first_seen, zone)[:10]}
+                "advisory": c.advisory, "first_seen_date": _fmt(c.first_seen, zone)[:10],
+                "same_time": c.first_seen == c.last_seen}
 
     sections = {
         "urgent": [item(i) for i in data.urgent],
@@ -335,7 +353,8 @@ def template_context(data: DigestData, *, institute: dict, coordinator: dict, ev
         "institute": institute,
         "coordinator": coordinator,
         "events": list(event_names),
-        "period": {"start": _fmt(data.period.start, zone) if data.period.start else "the start of guard",
+        # start "": no digest before this one (everything since guard started)
+        "period": {"start": _fmt(data.period.start, zone) if data.period.start else "",
                    "end": _fmt(data.period.end, zone), "tz": data.period.tz},
         "counts": dict(sorted(data.counts.items())),
         "total": sum(v for k, v in data.counts.items() if k != "corrections"),

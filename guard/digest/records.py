@@ -109,6 +109,26 @@ def state_setdefault(journal: Journal, key: str, value: str) -> str:
     return state_get(journal, key)
 
 
+#: the reason kinds that explain each verdict (a scam's "asks a question" explains nothing)
+EXPLAINS = {"scam": ("scam",), "suspicious": ("scam",), "report": ("report", "paid"), "inquiry": ("inquiry",),
+            "automated": ("automated",)}
+
+
+def explaining_reasons(verdict: dict) -> tuple[str, ...]:
+    """The descriptions of the verdict's positive reasons that explain its category, heaviest first.
+    Reasons journalled without their kinds (before tags were recorded) are all kept."""
+    kinds = EXPLAINS.get(verdict.get("category") or "", ())
+    out = []
+    for r in verdict.get("reasons", []):
+        if r.get("score", 0) <= 0:
+            continue
+        tags = r.get("tags")
+        if tags is not None and kinds and not set(tags) & set(kinds):
+            continue
+        out.append(r["description"])
+    return tuple(dict.fromkeys(out))
+
+
 def records(journal: Journal, after: int, upto: int) -> list[Record]:
     """The digest records of queue rows ``after < id <= upto`` (final decisions and corrections)."""
     out = []
@@ -119,7 +139,8 @@ def records(journal: Journal, after: int, upto: int) -> list[Record]:
             (after, upto)).fetchall():
         verdict = json.loads(q["verdict"]) if q["verdict"] else {}
         inner = verdict.get("inner") or {}
-        reasons = tuple(r["description"] for r in verdict.get("reasons", []) if r.get("score", 0) > 0)
+        reasons = explaining_reasons(verdict)
+        reply_language = verdict.get("reply_language") or None
         sends = tuple(Send(o["kind"], o["template"], o["state"], o["last_error"]) for o in journal.db.execute(
             "SELECT kind, template, state, last_error FROM outbox WHERE message=? ORDER BY seq", (q["id"],)))
         suppressed = tuple((a, tuple(r)) for a, r in json.loads(q["suppressed"] or "[]"))
@@ -133,6 +154,7 @@ def records(journal: Journal, after: int, upto: int) -> list[Record]:
             inner_sender=q["inner_sender"] or "", inner_subject=q["inner_subject"] or "",
             sends=() if q["kind"] != "final" else sends, suppressed=() if q["kind"] != "final" else suppressed,
             note=q["note"], correction=None if q["kind"] == "final" else q["kind"],
+            reply_language=reply_language,
         ))
     return out
 

@@ -150,7 +150,7 @@ def render_digest(settings, renderer: Renderer, data: dg.DigestData, *, now: dat
                               coordinator={"name": settings.institute.coordinator.name,
                                            "address": settings.institute.coordinator.address},
                               event_names=[e.name for e in settings.events])
-    subject, text, html = renderer.render(TEMPLATE, ctx, None)
+    subject, text, html = renderer.render(TEMPLATE, ctx, renderer.coordinator_language)
     ident = Identity.from_settings(settings)
     m = _base(ident, to=_address(ident.coordinator_name, ident.coordinator_address), subject=subject, now=now,
               message_id=message_id, auto="auto-generated")
@@ -166,7 +166,8 @@ class DigestService:
         self.journal = journal
         self.mailer = mailer
         if TEMPLATE not in renderer.templates():  # a site template directory without a digest: the shipped one
-            renderer = Renderer(shipped("templates"), renderer.default_language)
+            renderer = Renderer(shipped("templates"), renderer.default_language, fallback=renderer.fallback,
+                                coordinator_language=renderer.coordinator_language)
         self.renderer = renderer
         self.clock = clock
         self.mode = mode

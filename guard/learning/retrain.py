@@ -7,7 +7,7 @@ need not have it), in a worker thread. The candidate and the running model are
 both scored on the same evaluation set: the own held-out split plus the
 labelled corrections. The candidate replaces the running model only when
 :func:`no_worse` holds (pure, tested): it catches at least as many scams and
-flags no more genuine mail. The candidate is written to ``<journal dir>/models/``
+flags no more genuine mail. The candidate is written to the models directory (``learning.models_dir``, by default ``<journal dir>/models/``)
 and used from then on, also after a restart (guard/classification/model_loader.py).
 """
 

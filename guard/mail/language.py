@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
+from pathlib import Path
 
 #: Languages guard expects in an events inbox; restricting the model to them
 #: makes short messages far less likely to be read as an unrelated language.
@@ -14,16 +16,90 @@ _URLS = re.compile(r"\S+@\S+|https?://\S+|www\.\S+")
 
 @functools.lru_cache(maxsize=1)
 def _identifier():
+    """The identifier, loaded once per process on first use. The first load unpacks
+    py3langid's xz model (about 0.5 s) and keeps our languages' part uncompressed in a cache
+    directory (``guard/cache.py``); every later process reads that in a few milliseconds."""
     from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
     try:
-        return _load_restricted(LanguageIdentifier, MODEL_DIR / MODEL_FILE, LANGUAGES)
+        cached = _cache_path(MODEL_DIR / MODEL_FILE)
+        if cached is not None:
+            ident = _load_cached(LanguageIdentifier, cached)
+            if ident is not None:
+                return ident
+        ident = _load_restricted(LanguageIdentifier, MODEL_DIR / MODEL_FILE, LANGUAGES)
+        if cached is not None:
+            _save_cached(ident, cached)
+        return ident
     except Exception:  # an unexpected model layout: the library's own (hungrier) loader
         ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
         ident.set_languages(list(LANGUAGES))
         if hasattr(ident, "_full_model"):
             ident._full_model = None
         return ident
+
+
+#: bump when the cached layout changes
+_CACHE_VERSION = 1
+
+
+def _cache_path(model_file: Path) -> Path | None:
+    """The cache directory for py3langid's model file restricted to LANGUAGES (guard/cache.py)."""
+    from guard.cache import entry
+
+    return entry("langid", model_file, _CACHE_VERSION, ",".join(LANGUAGES))
+
+
+def _load_cached(identifier_cls, directory: Path):
+    """The identifier from an unpacked cache directory, or None when it is missing or damaged."""
+    import mmap
+    from array import array
+
+    import numpy as np
+
+    try:
+        with np.load(directory / "small.npz", allow_pickle=False) as z:
+            small = {k: z[k] for k in ("ptc", "pc", "classes", "out_feat", "nextmove_row", "meta")}
+        typecode, count, row_code = (str(x) for x in small["meta"].tolist())
+        # mapped, not read: only the pages the tokenizer walks become resident (and they are
+        # shared between guard processes); indexing a memoryview is as quick as an array
+        with open(directory / "nextmove.bin", "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        nextmove = memoryview(mapped).cast(typecode)
+        if len(nextmove) != int(count):
+            return None
+        tk_row = array(row_code)
+        tk_row.frombytes(small["nextmove_row"].tobytes())
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    return identifier_cls(small["ptc"], small["pc"], small["classes"].tolist(), nextmove, small["out_feat"].tolist(),
+                          norm_probs=True, tk_row=tk_row)
+
+
+def _save_cached(ident, directory: Path) -> None:
+    """Write the unpacked model (about 45 MB) beside a temporary name, then rename: a reader
+    sees a whole directory or none. Any failure (read-only home, full disk) is ignored."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
+        try:
+            nm, row = ident.tk_nextmove, ident.tk_row
+            np.savez(tmp / "small.npz", ptc=ident.nb_ptc, pc=ident.nb_pc, classes=np.array(ident.nb_classes),
+                     out_feat=np.array(ident.tk_output, dtype=np.int64),
+                     nextmove_row=np.frombuffer(row.tobytes(), dtype=np.dtype(row.typecode)),
+                     meta=np.array([nm.typecode, str(len(nm)), row.typecode]))
+            with open(tmp / "nextmove.bin", "wb") as f:
+                nm.tofile(f)
+            os.replace(tmp, directory)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def _load_restricted(identifier_cls, path, languages):

@@ -423,7 +423,7 @@ def _decode_header(value, defects: list[str]) -> str:
         if isinstance(value, email.header.Header):
             value = str(value)
         value = str(value)
-        if any(0xDC80 <= ord(c) <= 0xDCFF for c in value):
+        if not value.isascii() and _SURROGATE_ESCAPES.search(value):  # raw 8-bit bytes
             raw = value.encode("utf-8", errors="surrogateescape")
             value, _ = decode_bytes(raw, None)
             defects.append("8-bit header")
@@ -445,6 +445,9 @@ def _decode_header(value, defects: list[str]) -> str:
         return str(value)[:MAX_HEADER_CHARS] if value is not None else ""
 
 
+#: the code points surrogateescape gives raw 8-bit header bytes (U+DC80-U+DCFF); one regex scan
+#: instead of a Python loop over every character of every header
+_SURROGATE_ESCAPES = re.compile("[\udc80-\udcff]")
 _ADDRESS_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "resent-to", "resent-cc"})
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 _WS = re.compile(r"\s+")
@@ -456,7 +459,7 @@ def _raw_header(value, defects: list[str]) -> str:
     bytes (RFC 6532 UTF-8, or a legacy charset) are read as UTF-8 or cp1252."""
     try:
         value = str(value)
-        if any(0xDC80 <= ord(c) <= 0xDCFF for c in value):
+        if not value.isascii() and _SURROGATE_ESCAPES.search(value):  # raw 8-bit bytes
             value, _ = decode_bytes(value.encode("utf-8", errors="surrogateescape"), None)
         return value.replace("\r", "").replace("\n", "")[:MAX_HEADER_CHARS]
     except Exception:

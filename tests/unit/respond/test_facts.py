@@ -72,7 +72,8 @@ def test_one_sheet_per_seed_event():
     mfml = BY_ID["mfml-2026"]
     assert (mfml.start, mfml.end) == (dt.date(2026, 1, 7), dt.date(2026, 1, 9))
     assert mfml.coordinator.address == "nhernandez@crm.cat" and mfml.official_domains == ["crm.cat"]
-    assert set(mfml.registration) == {"en", "es", "ca"} and set(mfml.lodging) == {"en", "es", "ca"}
+    langs = {"en", "es", "ca", "fr", "de", "it", "pt"}
+    assert set(mfml.registration) == langs and set(mfml.lodging) == langs
     birs = BY_ID["birs-25w5430"]
     assert (birs.start, birs.end) == (dt.date(2025, 6, 29), dt.date(2025, 7, 4)) and "birs.ca" in birs.official_domains
 
@@ -237,7 +238,8 @@ def test_mentioned_dates():
     (dt.date(2026, 4, 1), dt.date(2026, 4, 11), "es", "del 1 al 11 de abril de 2026"),
     (dt.date(2025, 12, 30), dt.date(2026, 1, 2), "es", "del 30 de diciembre de 2025 al 2 de enero de 2026"),
     (dt.date(2026, 3, 30), dt.date(2026, 4, 1), "en", "30 March – 1 April 2026"),
-    (dt.date(2026, 4, 1), dt.date(2026, 4, 11), "fr", "1–11 April 2026"),  # unknown language: English
+    (dt.date(2026, 4, 1), dt.date(2026, 4, 11), "fr", "du 1er au 11 avril 2026"),
+    (dt.date(2026, 4, 1), dt.date(2026, 4, 11), "nl", "1–11 April 2026"),  # unknown language: English
     (dt.date(2026, 4, 1), None, "ca", "1 d'abril de 2026"),
 ])
 def test_format_dates(start, end, lang, expected):

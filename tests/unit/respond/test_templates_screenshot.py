@@ -41,7 +41,7 @@ def _reply_html(lang: str) -> str:
     return m.get_body(("html",)).get_content()
 
 
-@pytest.mark.parametrize("lang", ["en", "es", "ca"])
+@pytest.mark.parametrize("lang", ["en", "es", "ca", "fr", "de", "it", "pt"])
 def test_html_reply_renders_in_headless_chromium(lang):
     html = _reply_html(lang)
     assert "<script>" not in html
