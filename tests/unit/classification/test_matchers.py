@@ -33,6 +33,7 @@ CTX = RuleContext(
     official_names=("crm", "mfml2026"),
     lists={"freemail": frozenset({"gmail.com"}), "allowlist": frozenset({"friend@uni.example"})},
     display_names=("crm", "nuria hernandez"),
+    trusted_authserv_ids=("mx.crm.cat",),
 )
 
 
@@ -118,7 +119,19 @@ def test_reply_to_differs():
 
 def test_auth_matcher():
     m = AuthMatcher(type="auth", methods=["dmarc"], results=["fail"])
-    assert hit(m, "Authentication-Results: mx; dmarc=fail\n\nx") and not hit(m, "Authentication-Results: mx; dmarc=pass\n\nx")
+    assert hit(m, "Authentication-Results: mx.crm.cat; dmarc=fail\n\nx")
+    assert not hit(m, "Authentication-Results: mx.crm.cat; dmarc=pass\n\nx")
+    # only the institute's receiving server is believed
+    assert not hit(m, "Authentication-Results: mx.other.example; dmarc=fail\n\nx")
+
+
+def test_auth_matcher_believes_a_pass_only_aligned_with_from():
+    m = AuthMatcher(type="auth", methods=["dkim", "dmarc"], results=["pass"])
+    aligned = "Authentication-Results: mx.crm.cat; dkim=pass header.d=mail.uab.cat\nFrom: a@uab.cat\n\nx"
+    elsewhere = "Authentication-Results: mx.crm.cat; dkim=pass header.d=stays.example\nFrom: a@crm.cat\n\nx"
+    below = ("Authentication-Results: mx.crm.cat; dkim=none\nReceived: x\n"
+             "Authentication-Results: mx.stays.example; dkim=pass header.d=crm.cat\nFrom: a@crm.cat\n\nx")
+    assert hit(m, aligned) and not hit(m, elsewhere) and not hit(m, below)
 
 
 def test_card_numbers_luhn_and_masking():
