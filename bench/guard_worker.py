@@ -4,7 +4,7 @@ are guard's alone (the parent holds scikit-learn, the training data and the peer
 
     python3 bench/guard_worker.py --list FILE --out JSON [--model DIR] [--timing FILE] [--repeats 3] [--cpu N] [--serve]
 
-1. pins itself to one CPU, loads the bundled settings, the shipped rules and (with --model) the
+1. pins itself to one CPU (not with --no-pin), loads the bundled settings, the shipped rules and (with --model) the
    model artefact in DIR (verified like the shipped one); start-up time is reported, not timed below;
 2. reads, parses and classifies every file in --list one at a time (rules + model, and rules only),
    keeping each verdict for the accuracy figures;
@@ -51,13 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timing", type=Path, default=None, help="files to time (one path a line)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the last allowed one)")
+    ap.add_argument("--no-pin", action="store_true", help="leave the CPU to the scheduler, as the peers' servers are")
     ap.add_argument("--serve", action="store_true", help="after --out, time passes on request (see above)")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
     allowed = sorted(os.sched_getaffinity(0))
-    cpu = args.cpu if args.cpu is not None else allowed[-1]
-    os.sched_setaffinity(0, {cpu})
+    cpu = None if args.no_pin else (args.cpu if args.cpu is not None else allowed[-1])
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
 
     sys.path.insert(0, str(REPO))
     from guard.classification.assemble import build_classifier, load_rules

@@ -17,7 +17,7 @@ What it does, in one run (see bench/README.md for the reasoning):
    the public TRAIN part only; ``--no-own`` leaves the own examples out) into a temporary
    directory (models/guard-model.* is never touched), and trains SpamAssassin's and rspamd's
    Bayes on the same public train part (spam + phishing as spam, ham as ham);
-4. measures accuracy on the whole held-out split (guard in its own process pinned to one core,
+4. measures accuracy on the whole held-out split (guard in its own, unpinned process,
    the peers one message at a time), then times the same timing set in ``--repeats`` interleaved
    rounds: each round times guard (rules + both models), guard rules only, rspamd and spamd once,
    in an order rotated every round. For each it records wall time and CPU time: guard's worker
@@ -123,11 +123,12 @@ def run_worker(list_file: Path, out: Path, model_dir: Path | None, timing: Path 
 
 class GuardServer:
     """guard_worker.py --serve: the accuracy pass at start, then one timed pass per request, so that
-    guard's rounds interleave with the peers' in one run (same load, same minute)."""
+    guard's rounds interleave with the peers' in one run (same load, same minute). Not pinned to a
+    CPU: the peers' servers are not either (one process each, single-threaded like guard)."""
 
     def __init__(self, list_file: Path, out: Path, model_dir: Path | None, timing: Path, say) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve().parent / "guard_worker.py"), "--list", str(list_file),
-               "--out", str(out), "--timing", str(timing), "--serve"]
+               "--out", str(out), "--timing", str(timing), "--serve", "--no-pin"]
         if model_dir is not None:
             cmd += ["--model", str(model_dir)]
         t0 = time.perf_counter()
@@ -460,7 +461,7 @@ def print_report(r: dict) -> None:
     print()
     tm = r["timing"]["summary"]
     print(f"  {'filter':<36}{'CPU ms/msg':>11}{'msg/s':>9}{'wall ms/msg':>12}   notes (median of {r['args']['repeats']} interleaved rounds)")
-    notes = {"guard": f"rules + scam model + intent model, in-process parse + classify, 1 core; start-up {g['startup_seconds']} s excluded",
+    notes = {"guard": f"rules + scam model + intent model, in-process parse + classify, 1 process; start-up {g['startup_seconds']} s excluded",
              "guard_rules_only": "rules only",
              "rspamd": "server CPU (all workers); wall includes a new loopback HTTP connection per message",
              "spamassassin": "server CPU (spamd master + child, recycled children included); spamd protocol, 1 child"}

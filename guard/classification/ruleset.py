@@ -34,7 +34,7 @@ file, the rule id and the reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -90,10 +90,11 @@ class CompiledRule:
     check: Check | None  # None for meta rules
     meta: Callable[[dict[str, bool]], bool] | None
     origin: str  # the file it came from
+    #: ``spec.id``, kept as a plain attribute: read for every rule of every message
+    id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        return self.spec.id
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", self.spec.id)
 
     @property
     def score(self) -> float:

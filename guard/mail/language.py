@@ -176,9 +176,23 @@ def preload() -> None:
 
 
 def detect(text: str, *, max_chars: int = 3000) -> str:
-    """ISO 639-1 code of the text's language, or "und" when there is too little to tell."""
-    sample = _URLS.sub(" ", text[:max_chars])
-    if sum(ch.isalpha() for ch in sample) < 12:
+    """ISO 639-1 code of the text's language, or "und" when there is too little to tell.
+
+    The parser calls it once per message, on the subject and the author's own text (embedded
+    messages get their own call); the last few answers are remembered, so a second look at
+    the same text (a reply's language) costs nothing."""
+    return _detect_sample(_URLS.sub(" ", text[:max_chars]))
+
+
+@functools.lru_cache(maxsize=64)
+def _detect_sample(sample: str) -> str:
+    letters = 0
+    for ch in sample:  # at least 12 letters; stops at the 12th
+        if ch.isalpha():
+            letters += 1
+            if letters >= 12:
+                break
+    else:
         return "und"
     try:
         lang, prob = _identifier().classify(sample)
