@@ -311,7 +311,8 @@ def cmd_evaluate_pipeline(args) -> int:
     say(f"grouped {args.folds}-fold CV of the intent stage over {len(examples)} own examples")
     rows = it.rows_of(base, examples, progress=say)
     cv = it.cross_validate(rows, examples, settings.thresholds, folds=args.folds)
-    print(report(figures(it.truth_of(examples), cv), f"grouped {args.folds}-fold cross-validation, own examples"))
+    results = [(f"grouped {args.folds}-fold cross-validation, own examples", "cv", figures(it.truth_of(examples), cv))]
+    print(report(results[0][2], results[0][0]))
     full = build_classifier(settings, model=base.model)
     if full.intent is None:
         raise ModelError("no intent model is shipped: train it first (guard train --intent-only)")
@@ -321,9 +322,49 @@ def cmd_evaluate_pipeline(args) -> int:
         for e in ex:
             v = full.classify(parse(e.path.read_bytes()))
             preds.append(Labelled(v.category, v.paid))
+        results.append((f"frozen test split {split}", split.name, figures(it.truth_of(ex), preds)))
         print()
-        print(report(figures(it.truth_of(ex), preds), f"frozen test split {split}"))
+        print(report(results[-1][2], results[-1][0]))
+    out_dir = args.out or DEFAULT_REPORT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "pipeline.txt").write_text("\n\n".join(report(f, title) for title, _, f in results) + "\n", encoding="utf-8")
+    (out_dir / "pipeline.json").write_text(json.dumps({key: f for _, key, f in results}, indent=2) + "\n", encoding="utf-8")
+    written = ["pipeline.txt", "pipeline.json", *_confusion_plots(out_dir, results)]
+    say(f"wrote {', '.join(str(out_dir / w) for w in written)}")
     return 0
+
+
+def _confusion_plots(out_dir: Path, results) -> list[str]:
+    """One confusion-matrix PNG per result; none (and a note) without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("(plots skipped: matplotlib is not installed; pip install 'guard[plots]')", file=sys.stderr)
+        return []
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from guard.classification.evaluation import TRUTH
+    from guard.classification.verdict import CATEGORIES
+
+    names = []
+    for title, key, f in results:
+        grid = [[f["confusion"][t].get(c, 0) for c in CATEGORIES] for t in TRUTH]
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        ax.imshow(grid, cmap="Blues")
+        ax.set_xticks(range(len(CATEGORIES)), CATEGORIES, rotation=30, ha="right")
+        ax.set_yticks(range(len(TRUTH)), TRUTH)
+        for r, row in enumerate(grid):
+            for c, n in enumerate(row):
+                ax.text(c, r, str(n), ha="center", va="center", fontsize=8)
+        ax.set_xlabel("verdict")
+        ax.set_ylabel("truth")
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        name = f"pipeline_confusion_{key}.png"
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        names.append(name)
+    return names
 
 
 def cmd_evaluate(args) -> int:
