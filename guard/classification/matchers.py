@@ -457,7 +457,8 @@ class AuthMatcher(_Matcher):
     the topmost run of their headers, RFC 8601 section 5); a header any other server or the
     sender wrote is ignored. A ``pass`` counts only when it is aligned with the From domain (the
     same registrable domain in ``header.from``, ``header.d`` or ``smtp.mailfrom``), so a sender's
-    own ``dkim=pass header.d=elsewhere`` never vouches for the From address. With no trusted
+    own ``dkim=pass header.d=elsewhere`` never vouches for the From address (the same alignment the
+    reply gate uses, :meth:`guard.mail.message.AuthMethod.vouches_for`). With no trusted
     server configured no header is believed."""
 
     type: Literal["auth"]
@@ -469,16 +470,10 @@ class AuthMatcher(_Matcher):
 
         def check(view, ctx) -> bool:
             msg = view.msg
-            from_reg = msg.from_.registrable if msg.from_ and msg.from_.domain else ""
+            from_domain = msg.from_.domain if msg.from_ else ""
             for header in msg.auth.trusted(ctx.trusted_authserv_ids) if ctx.trusted_authserv_ids else ():
                 for m in header.methods:
-                    if m.method not in methods or m.result not in results:
-                        continue
-                    if m.result != "pass":
-                        return True
-                    ids = [m.prop(k) for k in ("header.from", "header.d", "smtp.mailfrom")]
-                    doms = {domains.registrable(v.rpartition("@")[2].strip().lower()) for v in ids if v}
-                    if from_reg and from_reg in doms:
+                    if m.method in methods and m.result in results and (m.result != "pass" or m.vouches_for(from_domain)):
                         return True
             return False
 

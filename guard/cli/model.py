@@ -334,6 +334,23 @@ def cmd_evaluate_pipeline(args) -> int:
     return 0
 
 
+def _draw_confusion(ax, rows, cols, counts, *, xlabel: str, ylabel: str, title: str) -> None:
+    """One confusion matrix: colour by the share of its row, the count written in each cell."""
+    import numpy as np
+
+    a = np.array(counts, dtype=float)
+    norm = a / np.maximum(a.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            ax.text(j, i, int(a[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+
+
 def _confusion_plots(out_dir: Path, results) -> list[str]:
     """One confusion-matrix PNG per result; none (and a note) without matplotlib."""
     try:
@@ -350,15 +367,7 @@ def _confusion_plots(out_dir: Path, results) -> list[str]:
     for title, key, f in results:
         grid = [[f["confusion"][t].get(c, 0) for c in CATEGORIES] for t in TRUTH]
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        ax.imshow(grid, cmap="Blues")
-        ax.set_xticks(range(len(CATEGORIES)), CATEGORIES, rotation=30, ha="right")
-        ax.set_yticks(range(len(TRUTH)), TRUTH)
-        for r, row in enumerate(grid):
-            for c, n in enumerate(row):
-                ax.text(c, r, str(n), ha="center", va="center", fontsize=8)
-        ax.set_xlabel("verdict")
-        ax.set_ylabel("truth")
-        ax.set_title(title, fontsize=9)
+        _draw_confusion(ax, TRUTH, CATEGORIES, grid, xlabel="verdict", ylabel="truth", title=title)
         fig.tight_layout()
         name = f"pipeline_confusion_{key}.png"
         fig.savefig(out_dir / name, dpi=110)
@@ -660,17 +669,8 @@ def _plots(out_dir: Path, own_recs: list[Record], pub_recs: list[Record], report
         panels.append(("public corpus", rows, cols, confusion([r.label for r in pub_recs], [r.category for r in pub_recs], rows, cols)))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
     for ax, (title, rows, cols, m) in zip(axes[0], panels):
-        a = np.array(m, dtype=float)
-        norm = a / np.maximum(a.sum(axis=1, keepdims=True), 1)
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
-        ax.set_yticks(range(len(rows)), rows)
-        for i in range(len(rows)):
-            for j in range(len(cols)):
-                ax.text(j, i, int(a[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
-        ax.set_xlabel("guard verdict (rules + model)")
-        ax.set_ylabel("label")
-        ax.set_title(f"Confusion matrix, {title}\n(cross-validated)")
+        _draw_confusion(ax, rows, cols, m, xlabel="guard verdict (rules + model)", ylabel="label",
+                        title=f"Confusion matrix, {title}\n(cross-validated)")
     fig.tight_layout()
     fig.savefig(out_dir / "confusion_matrix.png", dpi=110)
     plt.close(fig)

@@ -98,6 +98,24 @@ class AuthMethod:
                 return v
         return None
 
+    def identity(self) -> str | None:
+        """The domain this result is about: DMARC's header.from, DKIM's signing domain (header.d or
+        header.i), SPF's envelope domain; None when the header names none (DMARC: the From domain)."""
+        if self.method == "dmarc":
+            return self.prop("header.from")
+        if self.method == "dkim":
+            return self.prop("header.d") or (self.prop("header.i") or "").rpartition("@")[2] or ""
+        if self.method == "spf":
+            return (self.prop("smtp.mailfrom") or "").rpartition("@")[2]
+        return ""
+
+    def vouches_for(self, from_domain: str) -> bool:
+        """A pass aligned with the From domain (relaxed, RFC 7489 section 3.1)."""
+        if self.result != "pass":
+            return False
+        ident = self.identity()
+        return (ident is None and self.method == "dmarc") or bool(ident and _aligned(ident, from_domain))
+
 
 @dataclass(frozen=True, slots=True)
 class AuthHeader:
@@ -174,22 +192,13 @@ class AuthResults:
             if m.result != "pass":
                 seen.append(f"{m.method}={m.result[:20]}")
                 continue
+            ident = m.identity()
+            if m.vouches_for(from_domain):
+                return AuthCheck(True, "dmarc=pass" if m.method == "dmarc" else f"{m.method}=pass aligned ({ident[:60]})")
             if m.method == "dmarc":
-                hf = m.prop("header.from")
-                if hf is None or _aligned(hf, from_domain):
-                    return AuthCheck(True, "dmarc=pass")
-                seen.append(f"dmarc=pass for {hf[:60]} (not the From domain)")
-            elif m.method == "dkim":
-                d = m.prop("header.d") or (m.prop("header.i") or "").rpartition("@")[2]
-                if _aligned(d, from_domain):
-                    return AuthCheck(True, f"dkim=pass aligned ({d[:60]})")
-                seen.append(f"dkim=pass for {d[:60] or '?'} (not aligned with From)")
+                seen.append(f"dmarc=pass for {ident[:60]} (not the From domain)")
             else:
-                mf = m.prop("smtp.mailfrom") or ""
-                d = mf.rpartition("@")[2]
-                if _aligned(d, from_domain):
-                    return AuthCheck(True, f"spf=pass aligned ({d[:60]})")
-                seen.append(f"spf=pass for {d[:60] or '?'} (not aligned with From)")
+                seen.append(f"{m.method}=pass for {ident[:60] or '?'} (not aligned with From)")
         return AuthCheck(False, ", ".join(seen) or "no SPF, DKIM or DMARC result")
 
 
