@@ -27,6 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from guard.mail.textutil import fold
+
 #: only the start of a line can be a marker, a header label or an attribution
 MAX_LINE = 300
 MAX_SCAN_LINES = 4000
@@ -83,9 +85,6 @@ _ATTRIBUTION_WORDS = (
 _MAILTO = re.compile(r"\[mailto:([^\]\s]{1,254})\]|<mailto:([^>\s]{1,254})>", re.I)
 _ADDRESS = re.compile(r"[\w.+'-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 
-_FOLD_TABLE = str.maketrans("áàâäãéèêëíìîïóòôöõúùûüçñłśźżąęńćšžğışÁÀÂÄÉÈÊËÍÓÖÚÜÇÑŁŚŻĄĘŃĆİŞĞ",
-                            "aaaaaeeeeiiiiooooouuuucnlszzaencszgisAAAAEEEEIOOUUCNLSZAENCISG")
-
 
 @dataclass(frozen=True, slots=True)
 class InlineForward:
@@ -124,7 +123,7 @@ def _marker_style(stripped: str) -> str | None:
         if stripped.count("_") >= 10 and set(stripped) <= {"_", " ", "\t"}:
             return "outlook-line"
         return None
-    key = core.lower().translate(_FOLD_TABLE)
+    key = fold(core)
     style = _MARKERS.get(key)
     if style is None:
         return None
