@@ -19,22 +19,87 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 from guard.errors import ConfigError, read_toml
 from guard.paths import bundled_config, shipped
 from guard.mail.textutil import fold
 
+# Start-up time: email_validator (its regular expressions) and pydantic-settings (its many
+# sources) are imported only when they are needed; see _check_address and load_settings.
+
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_address(value: str) -> str:
+    known = _valid_addresses()
+    normalized = known.get(value)
+    if normalized is not None:
+        return normalized
+    from email_validator import EmailNotValidError, validate_email  # noqa: PLC0415
+
     try:
-        return validate_email(value, check_deliverability=False).normalized.lower()
+        normalized = validate_email(value, check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
         raise ValueError(f"{value!r} is not a valid e-mail address: {exc}") from None
+    known[value] = normalized
+    _save_valid_addresses(known)
+    return normalized
+
+
+#: addresses email_validator accepted (address -> its normalised form), read from and written to
+#: guard's cache (guard/cache.py) under a name derived from the installed email_validator, so that a
+#: start whose addresses were all seen before needs no email_validator at all. Only accepted addresses
+#: are kept: a rejected one is checked, and explained, by email_validator itself every time.
+_VALID_ADDRESSES: dict[str, str] | None = None
+
+
+def _address_cache_path() -> Path | None:
+    import importlib.util  # noqa: PLC0415
+
+    from guard.cache import entry  # noqa: PLC0415
+
+    try:
+        spec = importlib.util.find_spec("email_validator")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    return entry("addresses", Path(spec.origin), 1)
+
+
+def _valid_addresses() -> dict[str, str]:
+    global _VALID_ADDRESSES
+    if _VALID_ADDRESSES is None:
+        import json  # noqa: PLC0415
+
+        _VALID_ADDRESSES = {}
+        path = _address_cache_path()
+        if path is not None:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(data, dict):
+                    _VALID_ADDRESSES = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+            except (OSError, ValueError):
+                pass
+    return _VALID_ADDRESSES
+
+
+def _save_valid_addresses(known: dict[str, str]) -> None:
+    import json  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    path = _address_cache_path()
+    if path is None or len(known) > 10_000:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(known, f, ensure_ascii=False)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def _domain_list(values: list[str]) -> list[str]:
@@ -525,10 +590,12 @@ class LearningSettings(BaseModel):
     models_dir: Path | None = None
 
 
-class GuardSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="GUARD_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
-    )
+class GuardSettings(BaseModel):
+    """The whole configuration. :func:`load_settings` reads it from the TOML file, the ``GUARD_*``
+    environment and the secrets directory (pydantic-settings, ``_settings_class``)."""
+
+    # what pydantic-settings' BaseSettings would add to the validation: defaults validated too
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, arbitrary_types_allowed=True)
     institute: Institute
     events: list[Event] = []
     #: directories of event fact sheets (*.toml, one event each; see guard/respond/facts.py), merged with
@@ -602,21 +669,50 @@ def _secrets_dir() -> str | None:
     return d if d and os.path.isdir(d) else None
 
 
+def _settings_class(file: Path):
+    """GuardSettings read by pydantic-settings: arguments, then ``GUARD_*`` variables (nested keys
+    joined by ``__``, any case), then ``file``, then the secrets directory."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource  # noqa: PLC0415
+
+    class _FromFile(GuardSettings, BaseSettings):
+        model_config = SettingsConfigDict(
+            env_prefix="GUARD_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False,
+            validate_default=True, arbitrary_types_allowed=True,
+        )
+
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=file), file_secret_settings)
+
+    return _FromFile
+
+
+def _file_only(data: dict, overrides: dict) -> bool:
+    """True when pydantic-settings would find nothing but the file's table as it is: no arguments,
+    no ``GUARD_*`` variable naming a setting, no secrets directory, and top-level keys that are
+    already lower case (it matches those in any case). Then the table is validated directly, the
+    same validation without importing pydantic-settings (start-up time)."""
+    if overrides or _secrets_dir() is not None:
+        return False
+    fields = GuardSettings.model_fields
+    if any(words[0] in fields for words in _environment_keys()):
+        return False
+    return all(isinstance(k, str) and k == k.lower() for k in data)
+
+
 def load_settings(path: Path | str | None = None, **overrides: Any) -> GuardSettings:
     """Load and validate the configuration; ``path`` None means the bundled sample institute."""
     file = Path(path) if path is not None else bundled_config()
     if not file.is_file():
         raise ConfigError(f"{file}: configuration file not found")
-    read_toml(file)  # a clear error before pydantic-settings reads it
-
-    class _FromFile(GuardSettings):
-        @classmethod
-        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
-            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=file), file_secret_settings)
+    data = read_toml(file)  # a clear error before pydantic-settings reads it
 
     lines = [f"{var}: {msg}" for var, msg in unknown_environment()]
     try:
-        loaded = _FromFile(_secrets_dir=_secrets_dir(), **overrides)
+        if _file_only(data, overrides):
+            loaded = GuardSettings.model_validate(data)
+        else:
+            loaded = _settings_class(file)(_secrets_dir=_secrets_dir(), **overrides)
     except ValidationError as exc:
         env = _environment_keys()
         for err in exc.errors():

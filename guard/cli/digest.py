@@ -10,7 +10,6 @@ and says so, with exit status 0.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -29,6 +28,8 @@ def add_digest_command(sub) -> None:
 
 
 def cmd_digest(args) -> int:
+    import asyncio  # noqa: PLC0415 - not at import: `guard classify` builds this parser too
+
     from guard.logging_setup import setup_logging
     from guard.daemon.service import load_policy_and_templates
     from guard.digest.send import DigestService

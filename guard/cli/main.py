@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import sys
 from pathlib import Path
 
 from guard.errors import GuardError
+
+# OpenBLAS (numpy's) parks its worker threads only after spinning for 2^28 cycles when it starts:
+# about 40 ms of CPU and of wall time on a 2-core host at every `guard classify`. 2^4 cycles parks
+# them at once. The number of threads, and so every result, is unchanged; a value set by the
+# caller wins. Here, before anything imports numpy.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
 def _load(args):
@@ -28,6 +36,7 @@ def cmd_classify(args) -> int:
     from guard.mail.sources import iter_sources
 
     _, classifier = _load(args)
+    _resume_gc()  # start-up done (see main)
     out = sys.stdout
     for src in iter_sources(args.paths):
         if src.raw is None:
@@ -93,8 +102,10 @@ def cmd_check_config(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="guard", description="Mail guard for an institute's events office.")
+def build_parser(*, only_classify: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; ``only_classify``: the same parser with only ``classify`` (see _parse)."""
+    p = (_LightParser if only_classify else argparse.ArgumentParser)(
+        prog="guard", description="Mail guard for an institute's events office.")
     p.add_argument("--config", "-c", type=Path, default=None, help="configuration TOML (default: bundled sample institute)")
     p.add_argument("--version", action=_Version, help="show guard's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
@@ -106,23 +117,54 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-model", action="store_true", help="rules only")
     c.set_defaults(func=cmd_classify)
 
-    k = sub.add_parser("check-config", help="validate the configuration, rules and model; explain every error")
-    k.add_argument("--no-model", action="store_true")
-    k.set_defaults(func=cmd_check_config)
+    if not only_classify:
+        k = sub.add_parser("check-config", help="validate the configuration, rules and model; explain every error")
+        k.add_argument("--no-model", action="store_true")
+        k.set_defaults(func=cmd_check_config)
 
-    from guard.cli import daemon as cli_daemon
+        from guard.cli import daemon as cli_daemon
 
-    from guard.cli import model as cli_model
+        from guard.cli import model as cli_model
 
-    from guard.cli import templates as cli_templates
+        from guard.cli import templates as cli_templates
 
-    cli_model.add_commands(sub)
-    cli_daemon.add_commands(sub)
-    cli_templates.add_commands(sub)
+        cli_model.add_commands(sub)
+        cli_daemon.add_commands(sub)
+        cli_templates.add_commands(sub)
     for command in sub.choices.values():  # `guard check-config --config FILE` as well as `guard --config FILE check-config`
         command.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS,
                              help="configuration TOML (default: bundled sample institute)")
     return p
+
+
+class _NotLight(Exception):
+    """The command line is not a plain ``guard classify ...``: parse it with the whole parser."""
+
+
+class _LightParser(argparse.ArgumentParser):
+    """Never prints or exits: any usage error goes back to _parse, which asks the whole parser."""
+
+    def error(self, message):
+        raise _NotLight(message)
+
+    def exit(self, status=0, message=None):
+        raise _NotLight(message)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """``guard classify ...`` is parsed without importing the other commands' modules (start-up
+    time of a one-shot classify): by a parser that has only ``classify`` and otherwise is the
+    whole one, and so gives the same result. Anything else -- another command, ``--help``,
+    ``--version``, a usage error -- goes to the whole parser, which prints and exits as it always did."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    if "classify" in words and not any(w in ("-h", "--help", "--version") or w.startswith("--v") for w in words):
+        try:
+            args = build_parser(only_classify=True).parse_args(words)
+            if args.command == "classify":
+                return args
+        except _NotLight:
+            pass
+    return build_parser().parse_args(argv)
 
 
 class _Version(argparse.Action):
@@ -145,17 +187,54 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def main(argv: list[str] | None = None) -> int:
-    from guard.cli.daemon import early_signals, early_signals_parsed
+_GC_PAUSED = False
 
-    early_signals(sys.argv[1:] if argv is None else list(argv))  # guard run: SIGTERM during start-up
-    parser = build_parser()
+
+def _pause_gc() -> None:
+    """No cyclic garbage collection while guard starts: the imports and the loading of the settings,
+    rules and models allocate hundreds of thousands of long-lived objects, and the collector would
+    walk them again and again (about a tenth of a one-shot classify's CPU time). Collection resumes
+    (_resume_gc) before any message is read, for every other command right after parsing; garbage
+    cycles made while starting go at its first collection."""
+    global _GC_PAUSED
+    if gc.isenabled():
+        gc.disable()
+        _GC_PAUSED = True
+
+
+def _resume_gc() -> None:
+    global _GC_PAUSED
+    if _GC_PAUSED:
+        _GC_PAUSED = False
+        gc.enable()
+
+
+def main(argv: list[str] | None = None) -> int:
+    _pause_gc()
     try:
-        args = parser.parse_args(argv)
+        return _main(argv)
+    finally:
+        _resume_gc()
+
+
+def _main(argv: list[str] | None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if "run" in words or "guard.cli.daemon" in sys.modules:  # else there is nothing to record or restore
+        from guard.cli.daemon import early_signals, early_signals_parsed
+
+        early_signals(words)  # guard run: SIGTERM during start-up
+    else:
+        early_signals_parsed = None
+    try:
+        args = _parse(argv)
     except BaseException:  # --help, a usage error (SystemExit): not a run
-        early_signals_parsed(None)
+        if early_signals_parsed is not None:
+            early_signals_parsed(None)
         raise
-    early_signals_parsed(args.command)
+    if early_signals_parsed is not None:
+        early_signals_parsed(args.command)
+    if args.command != "classify":  # the other commands start as they always did
+        _resume_gc()
     try:
         return args.func(args)
     except GuardError as exc:

@@ -17,8 +17,9 @@ _URLS = re.compile(r"\S+@\S+|https?://\S+|www\.\S+")
 @functools.lru_cache(maxsize=1)
 def _identifier():
     """The identifier, loaded once per process on first use. The first load unpacks
-    py3langid's xz model (about 0.5 s) and keeps our languages' part uncompressed in a cache
-    directory (``guard/cache.py``); every later process reads that in a few milliseconds."""
+    py3langid's xz model (about 0.5 s), checks that its tokenizer is the longest-suffix automaton
+    of its n-grams (below) and keeps our languages' part and those n-grams in a cache directory
+    (``guard/cache.py``, about 5 MB); every later process reads that in a few milliseconds."""
     from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
     try:
@@ -39,8 +40,8 @@ def _identifier():
         return ident
 
 
-#: bump when the cached layout changes
-_CACHE_VERSION = 1
+#: bump when the cached layout changes (2: the tokenizer as n-gram tables, see _SuffixTables)
+_CACHE_VERSION = 2
 
 
 def _cache_path(model_file: Path) -> Path | None:
@@ -50,51 +51,244 @@ def _cache_path(model_file: Path) -> Path | None:
     return entry("langid", model_file, _CACHE_VERSION, ",".join(LANGUAGES))
 
 
+# -- the tokenizer without its transition table ---------------------------------------------------
+#
+# py3langid counts, for every byte of the text, the feature of the state its tokenizer (a DFA over
+# bytes) is in after that byte. The DFA has 104,583 states and a 39 MB transition table; walking it
+# touches a new part of that table for almost every message, so a long-running guard kept about
+# 30 MB of it resident. The DFA is an Aho-Corasick automaton: the state after each byte is the
+# longest suffix (at most 6 bytes) of the text read so far that is a prefix of one of its n-grams.
+# So the same states follow from the text itself: for each length, the codes of all windows of
+# that length ending at each byte, looked up in the sorted codes of the states of that depth (1.3
+# MB in all). _SuffixTables.build checks that every one of the 26.8 million transitions agrees
+# before the tables are used; when one does not, the DFA itself is kept (the layout of version 1).
+
+
+class _SuffixTables:
+    """Per depth n (1..6): the sorted big-endian codes of the states' n-byte strings and each
+    state's feature (-1: none); ``root`` is the feature of the start state. Depths 1 and 2 are
+    also indexed directly (``dense``: code -> position, -1 for none)."""
+
+    __slots__ = ("codes", "feats", "root", "dense")
+
+    def __init__(self, codes, feats, root: int) -> None:
+        import numpy as np
+
+        self.codes, self.feats, self.root = list(codes), list(feats), int(root)
+        self.dense = []
+        for n in (1, 2):
+            index = np.full(1 << (8 * n), -1, dtype=np.int64)
+            if n <= len(self.codes):
+                index[self.codes[n - 1].astype(np.int64)] = np.arange(len(self.codes[n - 1]))
+            self.dense.append(index)
+
+    @classmethod
+    def build(cls, nextmove, tk_row, tk_output) -> "_SuffixTables | None":
+        """The tables of a DFA (flat transition rows, state -> row, state -> feature), or None
+        when the DFA is not the longest-suffix automaton of its states' strings."""
+        import numpy as np
+
+        nm = np.frombuffer(nextmove, dtype=np.dtype(nextmove.typecode)).reshape(-1, 256)
+        row = np.frombuffer(tk_row, dtype=np.dtype(tk_row.typecode)).astype(np.int64)
+        out = np.asarray(tk_output, dtype=np.int64)
+        states = len(row)
+        if len(out) != states or not states:
+            return None
+        depth = np.full(states, -1, dtype=np.int64)
+        code = np.zeros(states, dtype=np.uint64)
+        depth[0] = 0
+        frontier, d, byte = np.zeros(1, dtype=np.int64), 0, np.arange(256, dtype=np.uint64)
+        while len(frontier):  # breadth first: a state's string is the shortest one leading to it
+            reached_all = []
+            for part in np.array_split(frontier, max(1, len(frontier) // 2048)):  # bounded memory
+                dst = nm[row[part]].astype(np.int64)
+                src, via = np.nonzero(depth[dst] < 0)
+                reached, first = np.unique(dst[src, via], return_index=True)
+                depth[reached] = d + 1
+                code[reached] = (code[part[src[first]]] << np.uint64(8)) | byte[via[first]]
+                reached_all.append(reached)
+            frontier, d = np.concatenate(reached_all), d + 1
+        max_depth = int(depth.max())
+        if (depth < 0).any() or not 1 <= max_depth <= 7:
+            return None
+        codes, feats, ids_of = [], [], []
+        for n in range(1, max_depth + 1):
+            ids = np.nonzero(depth == n)[0]
+            ids = ids[np.argsort(code[ids], kind="stable")]
+            if len(np.unique(code[ids])) != len(ids):
+                return None
+            codes.append(code[ids])
+            feats.append(out[ids])
+            ids_of.append(ids)
+
+        def state(n: int, keys):  # the state whose string is each n-byte key, -1 for none
+            pos = np.minimum(np.searchsorted(codes[n - 1], keys), len(codes[n - 1]) - 1)
+            return np.where(codes[n - 1][pos] == keys, ids_of[n - 1][pos], -1)
+
+        # The check, by induction on the depth of a state s: its row sends each byte c to the state of
+        # the longest suffix of w(s) + c that is a state's string when (1) for each child x of s (the
+        # state of w(s) + c) the row has x at c, and (2) everywhere else the row is the row of s's
+        # failure state f(s) (the longest proper suffix of w(s) that is a state's string; the root
+        # when there is none) -- for the root, everywhere else the root itself.
+        fail = np.zeros(states, dtype=np.int64)
+        for n in range(1, max_depth):
+            deeper = np.nonzero(depth > n)[0]
+            found = state(n, code[deeper] & np.uint64((1 << (8 * n)) - 1))
+            fail[deeper[found >= 0]] = found[found >= 0]  # a longer suffix wins
+        nodes = np.nonzero(depth > 0)[0]
+        parent = np.zeros(len(nodes), dtype=np.int64)
+        for n in range(2, max_depth + 1):
+            at = np.nonzero(depth[nodes] == n)[0]
+            parent[at] = state(n - 1, code[nodes[at]] >> np.uint64(8))
+        last = (code[nodes] & np.uint64(0xFF)).astype(np.int64)
+        if (parent < 0).any() or not np.array_equal(nm[row[parent], last].astype(np.int64), nodes):
+            return None  # (1)
+        beside = np.where(parent == 0, 0, nm[row[fail[parent]], last].astype(np.int64))
+        if (beside == nodes).any():  # so that a child is one of the places where a row differs ...
+            return None
+        children = np.bincount(parent, minlength=states)  # ... and there is no other place
+        for chunk in np.array_split(np.arange(states), max(1, states // 4096)):  # (2), bounded memory
+            own = nm[row[chunk]]
+            other = np.zeros_like(own) if chunk[0] == 0 else nm[row[fail[chunk]]]
+            if chunk[0] == 0:
+                other[1:] = nm[row[fail[chunk[1:]]]]
+            if not np.array_equal((own != other).sum(axis=1), children[chunk]):
+                return None
+        return cls(codes, feats, out[0])
+
+    def visits(self, text: bytes) -> dict[int, int] | None:
+        """{feature: count} in the order of first visit (as ``py3langid.langid.visit_counts``), or None.
+
+        The state after byte i is the longest window ending at i that is a state. The states'
+        strings are prefix-closed, so a window of n bytes can only be one where the window of
+        n - 1 bytes ending one byte earlier was: each depth looks up only those."""
+        import numpy as np
+
+        n = len(text)
+        if not n:
+            return None
+        data = np.frombuffer(text, dtype=np.uint8)
+        feat = np.full(n, self.root, dtype=np.int64)
+        found = self.dense[0][data]  # depth 1
+        at = np.nonzero(found >= 0)[0]  # positions where the window of this depth is a state
+        feat[at] = self.feats[0][found[at]]
+        window = data.astype(np.uint64)  # window[j]: the code of the window ending at at[j]
+        window = window[at]
+        for depth in range(2, len(self.codes) + 1):
+            at_next = at + 1
+            keep = at_next < n
+            at_next, window = at_next[keep], window[keep]
+            if not len(at_next):
+                break
+            window = (window << np.uint64(8)) | data[at_next].astype(np.uint64)
+            if depth == 2:
+                pos = self.dense[1][window.astype(np.int64)]
+                hit = pos >= 0
+            else:
+                codes = self.codes[depth - 1]
+                pos = np.minimum(np.searchsorted(codes, window), len(codes) - 1)
+                hit = codes[pos] == window
+            at, window = at_next[hit], window[hit]
+            feat[at] = self.feats[depth - 1][pos[hit]]  # a longer state wins
+        feat = feat[feat >= 0]
+        if not len(feat):
+            return None
+        uniq, first, counts = np.unique(feat, return_index=True, return_counts=True)
+        order = np.argsort(first, kind="stable")
+        return dict(zip(uniq[order].tolist(), counts[order].tolist()))
+
+
+def _suffix_identifier(identifier_cls, ptc, pc, classes, tables: _SuffixTables):
+    """A py3langid identifier whose tokenizer is ``tables`` (no transition table in memory)."""
+    from array import array
+
+    class SuffixIdentifier(identifier_cls):
+        __slots__ = ("_suffix",)
+
+        def _raw_score(self, text):
+            visits = self._suffix.visits(text)
+            if visits:
+                return self._sparse_score(visits, self.nb_ptc)
+            return super()._raw_score(b"")  # the library's own answer for a featureless text
+
+    ident = SuffixIdentifier(ptc, pc, classes, array("I"), [], norm_probs=True, tk_row=array("H"))
+    ident._suffix = tables
+    return ident
+
+
 def _load_cached(identifier_cls, directory: Path):
     """The identifier from an unpacked cache directory, or None when it is missing or damaged."""
+    import numpy as np
+
+    try:
+        if (directory / "suffix.npz").is_file():
+            with np.load(directory / "suffix.npz", allow_pickle=False) as z:
+                depth = int(z["depth"])
+                codes = [z[f"codes{n}"] for n in range(1, depth + 1)]
+                feats = [z[f"feats{n}"] for n in range(1, depth + 1)]
+                ptc, pc, classes, root = z["ptc"], z["pc"], z["classes"].tolist(), int(z["root"])
+            if not 1 <= depth <= 7 or any(len(c) != len(f) for c, f in zip(codes, feats)):
+                return None
+            tables = _SuffixTables(codes, feats, root)
+            return _suffix_identifier(identifier_cls, ptc, pc, classes, tables)
+        return _load_cached_dfa(identifier_cls, directory)
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def _load_cached_dfa(identifier_cls, directory: Path):
+    """A cache directory holding the DFA itself (a model whose tokenizer is not a suffix automaton)."""
     import mmap
     from array import array
 
     import numpy as np
 
-    try:
-        with np.load(directory / "small.npz", allow_pickle=False) as z:
-            small = {k: z[k] for k in ("ptc", "pc", "classes", "out_feat", "nextmove_row", "meta")}
-        typecode, count, row_code = (str(x) for x in small["meta"].tolist())
-        # mapped, not read: only the pages the tokenizer walks become resident (and they are
-        # shared between guard processes); indexing a memoryview is as quick as an array
-        with open(directory / "nextmove.bin", "rb") as f:
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        nextmove = memoryview(mapped).cast(typecode)
-        if len(nextmove) != int(count):
-            return None
-        tk_row = array(row_code)
-        tk_row.frombytes(small["nextmove_row"].tobytes())
-    except (OSError, ValueError, KeyError, EOFError):
+    with np.load(directory / "small.npz", allow_pickle=False) as z:
+        small = {k: z[k] for k in ("ptc", "pc", "classes", "out_feat", "nextmove_row", "meta")}
+    typecode, count, row_code = (str(x) for x in small["meta"].tolist())
+    # mapped, not read: only the pages the tokenizer walks become resident (and they are
+    # shared between guard processes); indexing a memoryview is as quick as an array
+    with open(directory / "nextmove.bin", "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    nextmove = memoryview(mapped).cast(typecode)
+    if len(nextmove) != int(count):
         return None
+    tk_row = array(row_code)
+    tk_row.frombytes(small["nextmove_row"].tobytes())
     return identifier_cls(small["ptc"], small["pc"], small["classes"].tolist(), nextmove, small["out_feat"].tolist(),
                           norm_probs=True, tk_row=tk_row)
 
 
 def _save_cached(ident, directory: Path) -> None:
-    """Write the unpacked model (about 45 MB) beside a temporary name, then rename: a reader
-    sees a whole directory or none. Any failure (read-only home, full disk) is ignored."""
+    """Write the unpacked model beside a temporary name, then rename: a reader sees a whole
+    directory or none. The tokenizer goes as n-gram tables when they reproduce it (about 5 MB in
+    all), else as the DFA (about 45 MB). Any failure (read-only home, full disk) is ignored."""
     import shutil
     import tempfile
 
     import numpy as np
 
     try:
+        tables = _SuffixTables.build(ident.tk_nextmove, ident.tk_row, ident.tk_output)
+    except (ValueError, TypeError, AttributeError, MemoryError):
+        tables = None
+    try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
         try:
-            nm, row = ident.tk_nextmove, ident.tk_row
-            np.savez(tmp / "small.npz", ptc=ident.nb_ptc, pc=ident.nb_pc, classes=np.array(ident.nb_classes),
-                     out_feat=np.array(ident.tk_output, dtype=np.int64),
-                     nextmove_row=np.frombuffer(row.tobytes(), dtype=np.dtype(row.typecode)),
-                     meta=np.array([nm.typecode, str(len(nm)), row.typecode]))
-            with open(tmp / "nextmove.bin", "wb") as f:
-                nm.tofile(f)
+            if tables is not None:
+                arrays = {f"codes{n}": c for n, c in enumerate(tables.codes, 1)}
+                arrays.update({f"feats{n}": f.astype(np.int32) for n, f in enumerate(tables.feats, 1)})
+                np.savez(tmp / "suffix.npz", ptc=ident.nb_ptc, pc=ident.nb_pc, classes=np.array(ident.nb_classes),
+                         depth=np.array(len(tables.codes)), root=np.array(tables.root), **arrays)
+            else:
+                nm, row = ident.tk_nextmove, ident.tk_row
+                np.savez(tmp / "small.npz", ptc=ident.nb_ptc, pc=ident.nb_pc, classes=np.array(ident.nb_classes),
+                         out_feat=np.array(ident.tk_output, dtype=np.int64),
+                         nextmove_row=np.frombuffer(row.tobytes(), dtype=np.dtype(row.typecode)),
+                         meta=np.array([nm.typecode, str(len(nm)), row.typecode]))
+                with open(tmp / "nextmove.bin", "wb") as f:
+                    nm.tofile(f)
             os.replace(tmp, directory)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
