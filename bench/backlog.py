@@ -65,6 +65,7 @@ def one(count: int, args) -> dict:
         c.logout()
         print(f"appended {n_inbox} messages in {t_append:.1f} s ({n_inbox / t_append:.0f} msg/s)", file=sys.stderr)
         sink0 = st.sink_count()
+        load_before = [round(x, 2) for x in os.getloadavg()]
         total = st.run_once()
         cpu = st.last_cpu
         c = st.imap()
@@ -76,7 +77,7 @@ def one(count: int, args) -> dict:
         db.close()
     done = states.get("done", 0)
     return {"count": n_inbox, "total_s": total, "guard_cpu_s": cpu, "done": done, "left": left, "sent": sent,
-            "states": states, "empty_run_s": startup, "empty_run_cpu_s": startup_cpu}
+            "states": states, "empty_run_s": startup, "empty_run_cpu_s": startup_cpu, "load_before": load_before}
 
 
 def main() -> int:
@@ -96,7 +97,8 @@ def main() -> int:
         results.append(one(count, args))
         r = results[-1]
         print(f"  {r['count']:>6} messages: {r['total_s']:.1f} s, {1000 * r['total_s'] / r['count']:.2f} ms/msg wall, "
-              f"guard CPU {1000 * r['guard_cpu_s'] / r['count']:.2f} ms/msg", file=sys.stderr)
+              f"guard CPU {1000 * r['guard_cpu_s'] / r['count']:.2f} ms/msg (load average before "
+              f"{r['load_before']})", file=sys.stderr)
     load = [round(x, 2) for x in os.getloadavg()]
     print(f"\nguard run --once over a backlog ({'test' if args.test_rules else 'shipped'} rules, "
           f"{'before the first start: no replies' if args.first_start else 'after the first start: replies sent'}; "

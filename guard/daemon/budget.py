@@ -110,6 +110,7 @@ class ProcessAnalyser:
         self._classifier = None
         #: worker processes started (tests, the log)
         self.starts = 0
+        self._last_exit: int | None = None
 
     def _start(self, classifier) -> None:
         ctx = multiprocessing.get_context("fork")
@@ -160,5 +161,69 @@ class ProcessAnalyser:
             raise AnalysisFailed(value)
         return value
 
+    async def analyse_many(self, raws: list[bytes], classifier) -> list[Analysed | Exception]:
+        """Several messages streamed to the worker at once (one write of all of them, from a thread;
+        the results read as they come), so that the worker goes from one message to the next without
+        waiting for the event loop. Each message still has its own budget, counted from the moment the
+        worker could start it (the previous result's arrival): past it the worker is killed, that
+        message gets :class:`BudgetExceeded` and the rest go to a new worker. Returns, per message in
+        order, its :class:`Analysed` or the exception (:class:`BudgetExceeded`, :class:`WorkerDied`,
+        :class:`AnalysisFailed`) that :meth:`analyse` would have raised."""
+        out: list[Analysed | Exception] = []
+        loop = asyncio.get_running_loop()
+        while len(out) < len(raws):
+            if self._proc is not None and (self._classifier is not classifier or not self._proc.is_alive()):
+                self._kill()
+            if self._proc is None:
+                self._start(classifier)
+            conn, todo = self._conn, raws[len(out):]
+            writer = loop.run_in_executor(None, _send_all, conn, todo)
+            try:
+                for _ in todo:
+                    ready = loop.create_future()
+                    fd = conn.fileno()
+                    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+                    try:
+                        await asyncio.wait_for(ready, self.budget_seconds)
+                    finally:
+                        loop.remove_reader(fd)
+                    status, value = conn.recv()
+                    out.append(value if status == "ok" else AnalysisFailed(value))
+            except asyncio.TimeoutError:
+                await self._kill_streaming(writer)
+                out.append(BudgetExceeded(f"time budget exceeded ({self.budget_seconds:g} s)"))
+                continue
+            except (EOFError, OSError, BrokenPipeError):
+                await self._kill_streaming(writer)
+                out.append(WorkerDied(f"the analyser process died (exit {self._last_exit})"))
+                continue
+            except BaseException:
+                await self._kill_streaming(writer)  # cancelled (stopping): the worker may be mid-message
+                raise
+            try:
+                await writer
+            except Exception:  # pragma: no cover - every result came back, so every message went out
+                self._kill()
+        return out
+
+    async def _kill_streaming(self, writer) -> None:
+        """Kill the worker first (a write blocked on its full pipe then fails), then close the pipe."""
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.kill()
+        if proc is not None:
+            await asyncio.get_running_loop().run_in_executor(None, proc.join, 5)
+            self._last_exit = proc.exitcode
+        try:
+            await writer
+        except Exception:
+            pass
+        self._kill()
+
     async def close(self) -> None:
         self._kill()
+
+
+def _send_all(conn, raws: list[bytes]) -> None:
+    for raw in raws:
+        conn.send_bytes(raw)

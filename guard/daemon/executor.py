@@ -14,7 +14,15 @@ mailer and the journal. For each message:
 5. flag and move the message, then journal it as done.
 
 A crash at any point resumes at the right step: a ``sent`` send is never sent
-again, an intent is never lost. A message whose processing fails
+again, an intent is never lost.
+
+A backlog is a pipeline of batches (:meth:`Executor.process_batch`): once a batch is analysed, the
+next one is fetched, its ledger rows and attempts committed and its messages streamed to the
+analyser's worker, which reads them while this batch is decided, sent and filed in the main
+process; the sends of a batch go over several SMTP connections at once (``mailer.concurrency``,
+:class:`guard.daemon.mailer.SmtpPool`), each message's own sends in order, each with its commit
+point; their "sent" rows are committed without an fsync each and fsynced together once the
+batch's sends are over (one fsync per batch, not per send). A message whose processing fails
 ``max_attempts`` times (or that keeps crashing guard) is *poison*: it goes to
 Review, flagged, and nobody is answered from the error path.
 
@@ -90,6 +98,17 @@ class Outcome:
     subject: str = ""
 
 
+@dataclass
+class _Started:
+    """A batch whose fresh messages are fetched, begun (attempts committed) and being analysed."""
+
+    uids: tuple[int, ...]
+    results: dict[int, Outcome | None]
+    begun: list[tuple[Row, Fetched]] = field(default_factory=list)
+    #: the task analysing ``begun`` (one Analysed or Outcome each, in order); None: nothing begun
+    analysis: asyncio.Future | None = None
+
+
 class Executor:
     def __init__(self, *, journal: Journal, mailbox: Mailbox, mailer: Mailer, classifier: Classifier, policy: Policy,
                  env: Env, max_attempts: int = 3, retry: RetryPolicy = RetryPolicy(), clock: Clock = utc_now,
@@ -118,6 +137,12 @@ class Executor:
         self.uidvalidity: int | None = None
         #: the latest outcomes (the demo's table, tests); bounded, the journal is the record
         self.outcomes: deque[Outcome] = deque(maxlen=1_000)
+        #: the next batch, begun and being analysed while the current one is finished (see process_batch)
+        self._ahead: _Started | None = None
+        #: (this batch, the next) while reconcile processes a batch: process_batch reads the next ahead
+        self._hint: tuple[tuple[int, ...], list[int] | None] | None = None
+        #: a "sent" was committed without an fsync since the last Journal.sync
+        self._unsynced = False
 
     @property
     def mode(self) -> str:
@@ -170,18 +195,33 @@ class Executor:
                 n += 1
             watermark = self.journal.max_uid(acct, mbox, self.uidvalidity)
             uids = await self.mailbox.uids_after(watermark)
-            for i in range(0, len(uids), SIZE_QUERY):
-                chunk = uids[i:i + SIZE_QUERY]
-                sizes = await self.mailbox.sizes(chunk)
-                for batch in plan_batches(chunk, sizes, self.batch_size, self.batch_bytes,
-                                          self.mailbox_limit()):
-                    if self.stop.is_set():
-                        return n
+            batches = self._batches(uids)
+            batch = await anext(batches, None)
+            while batch is not None:
+                if self.stop.is_set() and not self._is_ahead(batch):
+                    return n  # (a batch already begun, read ahead, is finished first)
+                after = None if self.stop.is_set() else await anext(batches, None)
+                # the next batch is read and analysed while this one is decided, sent and filed (a
+                # hint rather than an argument: process_batch may be wrapped, e.g. by the metrics)
+                self._hint = (tuple(batch), after)
+                try:
                     await self.process_batch(batch)
-                    n += len(batch)
+                finally:
+                    self._hint = None
+                n += len(batch)
+                batch = after
             return n
         finally:
+            await self._drop_ahead()
             await self.mailer.close()
+
+    async def _batches(self, uids: list[int]):
+        """The batches of ``uids`` (sizes asked ``SIZE_QUERY`` UIDs at a time)."""
+        for i in range(0, len(uids), SIZE_QUERY):
+            chunk = uids[i:i + SIZE_QUERY]
+            sizes = await self.mailbox.sizes(chunk)
+            for batch in plan_batches(chunk, sizes, self.batch_size, self.batch_bytes, self.mailbox_limit()):
+                yield batch
 
     def mailbox_limit(self) -> int:
         s = getattr(self.mailbox, "s", None)
@@ -198,19 +238,54 @@ class Executor:
         """One message (a batch of one)."""
         return (await self.process_batch([uid])).get(uid)
 
-    async def process_batch(self, uids: list[int]) -> dict[int, Outcome | None]:
+    async def process_batch(self, uids: list[int], *, ahead: list[int] | None = None) -> dict[int, Outcome | None]:
         """Fetch, decide, send, file and mark done a batch of messages.
 
         IMAP: one FETCH, then one STORE and one MOVE per destination folder. Journal: one commit
         for the batch's ledger rows and their ``attempts``, *before* any of it is parsed (so a
         message that hangs or crashes guard is found out and costs only itself one attempt), one
-        for all the decisions and intents, two per send (the commit point and "sent"), one for
-        "done". Each message is parsed and classified by the analyser (a worker process under
+        for all the decisions and intents, two per send (the commit point and "sent", neither
+        fsynced: one fsync for all the batch's sends once they are over), one for "done". Each message is parsed and classified by the analyser (a worker process under
         ``daemon.message_time_budget_seconds``, :mod:`guard.daemon.budget`): past the budget it is
         poison at once. A message seen before (a retry after an error or a crash) is processed
         on its own, so that only the message at fault accumulates attempts. Returns an outcome
         (or None: nothing to do) per UID.
+
+        ``ahead``: the next batch. Once this batch is analysed (and only then: one batch at a time
+        is begun and unread), the next one is fetched, its ledger rows and attempts committed and
+        its analysis started in the worker, while this one is decided, sent and filed; the next
+        call with those UIDs takes it up. Each message keeps every step and commit of its own.
         """
+        if ahead is None and self._hint is not None and self._hint[0] == tuple(uids):
+            ahead = self._hint[1]
+        started = self._claim_ahead(uids)
+        if started is None:
+            started = await self._start_batch(uids)
+        return await self._complete_batch(started, ahead)
+
+    def _is_ahead(self, uids: list[int]) -> bool:
+        return self._ahead is not None and self._ahead.uids == tuple(uids)
+
+    def _claim_ahead(self, uids: list[int]) -> "_Started | None":
+        if not self._is_ahead(uids):
+            return None
+        started, self._ahead = self._ahead, None
+        return started
+
+    async def _drop_ahead(self) -> None:
+        """A batch read ahead and not taken up (an error, or stopping): its analysis is cancelled;
+        its rows stay "new" and are retried, one by one, at the next reconcile."""
+        started, self._ahead = self._ahead, None
+        if started is not None and started.analysis is not None:
+            started.analysis.cancel()
+            try:
+                await started.analysis
+            except BaseException:
+                pass
+
+    async def _start_batch(self, uids: list[int]) -> "_Started":
+        """Rows seen before handled (finished or retried); the others fetched, their ledger rows and
+        attempts committed, then their analysis started (a task)."""
         results: dict[int, Outcome | None] = {}
         fresh: list[int] = []
         for uid in uids:
@@ -223,12 +298,12 @@ class Executor:
                 results[uid] = await self.finish(row)
             else:  # "new": an earlier attempt failed, hung or crashed
                 results[uid] = await self._process_retry(row)
+        started = _Started(tuple(uids), results)
         if not fresh:
-            return results
+            return started
         fetched = await self.mailbox.fetch_many(fresh)
         if self.stop.is_set():
-            return results  # stopping: nothing of this batch was begun, the next start takes it up
-        begun: list[tuple[Row, Fetched]] = []
+            return started  # stopping: nothing of this batch was begun, the next start takes it up
         now = self.clock()
         with self.journal.transaction():  # the attempts, committed before anything reads the mail
             for uid in fresh:
@@ -237,28 +312,39 @@ class Executor:
                     log.info("UID %s is no longer in %s", uid, self.mailbox.mailbox)
                     results[uid] = None
                     continue
-                begun.append((self.journal.begin(self.key(uid), message_id=None, arrived=f.arrived, now=now), f))
+                started.begun.append((self.journal.begin(self.key(uid), message_id=None, arrived=f.arrived,
+                                                         now=now), f))
+        if started.begun:
+            started.analysis = asyncio.ensure_future(self._analyse_all(started.begun))
+        return started
+
+    async def _complete_batch(self, started: "_Started", ahead: list[int] | None) -> dict[int, Outcome | None]:
+        results = started.results
+        if started.analysis is None:
+            return results
+        outcomes = await started.analysis
+        if ahead and not self.stop.is_set():
+            self._ahead = await self._start_batch(ahead)
         analysed: list[tuple[Row, Fetched, Analysed]] = []
         poisoned: list[tuple[Row, Outcome]] = []
-        for row, f in begun:
-            a = await self._analyse(row, f)
+        for (row, f), a in zip(started.begun, outcomes):
             if isinstance(a, Analysed):
                 analysed.append((row, f, a))
             elif a.state == "poison":
                 poisoned.append((row, a))
             else:
                 results[row.key.uid] = a
-        started: list[tuple[Row, Fetched, Analysed]] = []
+        started_rows: list[tuple[Row, Fetched, Analysed]] = []
         with self.journal.transaction():
             for row, f, a in analysed:
                 identified = self._identify(row, f, a)
                 if not isinstance(identified, Row):
                     results[row.key.uid] = identified
                     continue
-                started.append((identified, f, a))
+                started_rows.append((identified, f, a))
         decided: list[tuple[Row, Outcome | None]] = []
         with self.journal.transaction():
-            for row, f, a in started:
+            for row, f, a in started_rows:
                 if row.state == "decided":  # adopted after a UIDVALIDITY change, already decided
                     decided.append((row, None))
                     continue
@@ -273,25 +359,39 @@ class Executor:
             results[row.key.uid] = await self.poison(row, out.note or "error", out.subject)
         return results
 
+    async def _analyse_all(self, begun: list[tuple[Row, Fetched]]) -> list[Analysed | Outcome]:
+        """Each begun message parsed and classified, in order: streamed to the worker when the
+        analyser can (:meth:`ProcessAnalyser.analyse_many`), else one by one."""
+        many = getattr(self.analyser, "analyse_many", None)
+        if many is None or len(begun) == 1:
+            return [await self._analyse(row, f) for row, f in begun]
+        got = await many([f.raw for _, f in begun], self.classifier)
+        return [self._analysis_outcome(row, f, a) for (row, f), a in zip(begun, got)]
+
     async def _analyse(self, row: Row, f: Fetched) -> Analysed | Outcome:
         """Parse and classify under the time budget (outside the event loop).
 
         An outcome instead when that failed: "poison" (past the budget: at once; otherwise after
         ``max_attempts``) or "error" (retried at the next reconcile)."""
-        uid, now = row.key.uid, self.clock()
         try:
             a = await self.analyser.analyse(f.raw, self.classifier)
-        except BudgetExceeded as exc:
-            reason = str(exc)
-        except (WorkerDied, AnalysisFailed) as exc:
-            error = f"{exc} while reading the message" if isinstance(exc, WorkerDied) else f"{exc} while deciding"
+        except (BudgetExceeded, WorkerDied, AnalysisFailed) as exc:
+            a = exc
+        return self._analysis_outcome(row, f, a)
+
+    def _analysis_outcome(self, row: Row, f: Fetched, a: Analysed | Exception) -> Analysed | Outcome:
+        """The analyser's answer for one message: the analysis, or the outcome of its failure."""
+        uid, now = row.key.uid, self.clock()
+        if isinstance(a, (WorkerDied, AnalysisFailed)):
+            error = f"{a} while reading the message" if isinstance(a, WorkerDied) else f"{a} while deciding"
             self.journal.record_error(row.id, error, now)
             log.error("UID %s: %s (attempt %s of %s)", uid, error, row.attempts, self.max_attempts)
             state = "poison" if row.attempts >= self.max_attempts else "error"
             return Outcome(uid, None, state=state, note=error, subject=header_subject(f.raw))
-        else:
+        if not isinstance(a, BudgetExceeded):
             self._progress()
             return a
+        reason = str(a)
         self.journal.record_error(row.id, reason, now)
         log.error("UID %s: %s: filed for review as poison", uid, reason)
         return Outcome(uid, None, state="poison", note=reason, subject=header_subject(f.raw))
@@ -486,7 +586,9 @@ class Executor:
                 log.error("outbox %s (%s of UID %s): permanent failure: %s", ob.id, ob.kind, row.key.uid, exc)
                 routing_failed |= ob.kind in ("forward", "alert")
                 continue
-            self.journal.mark_sent(ob.id, self.clock(), purge=self.outbox_retention_days <= 0)
+            # no fsync of its own: one for the batch's sends once they are over (finish_many)
+            self.journal.mark_sent(ob.id, self.clock(), purge=self.outbox_retention_days <= 0, sync=False)
+            self._unsynced = True
             self._progress()
             if outcome is not None:
                 outcome.sent.append(f"{ob.kind}:{ob.template}")
@@ -495,7 +597,10 @@ class Executor:
     async def finish(self, row: Row, outcome: Outcome | None = None, *, can_move: bool = True) -> Outcome | None:
         """Send what is still to send, then flag/move and mark done. Returns early if sends must wait."""
         if not can_move:
-            pending, _ = await self.send_outbox(row, outcome)
+            try:
+                pending, _ = await self.send_outbox(row, outcome)
+            finally:
+                self._sync_sent()
             if outcome is not None:
                 outcome.state = "waiting"
             return outcome
@@ -506,10 +611,14 @@ class Executor:
         """Send each row's pending mail, then flag and move the finished ones (one command per
         folder) and mark them done in one commit. A row whose sends wait for a retry stays."""
         filing: list[tuple[Row, Outcome | None, str | None, bool, str | None]] = []
-        for row, outcome in items:
-            if self.stop.is_set() and filing:
-                break  # stopping: the rest stay decided and are finished at the next start
-            pending, routing_failed = await self.send_outbox(row, outcome)
+        try:
+            sent_all = await self._send_all(items)
+        finally:
+            self._sync_sent()
+        for (row, outcome), sent in zip(items, sent_all):
+            if sent is None:
+                continue  # stopping: not begun; it stays decided and is finished at the next start
+            pending, routing_failed = sent
             if pending:
                 if outcome is not None:
                     outcome.state = "waiting"
@@ -542,6 +651,51 @@ class Executor:
                     outcome.state = "done"
                     outcome.folder = folder
                     outcome.note = note
+
+    def _sync_sent(self) -> None:
+        """The sends' "sent" were committed without an fsync each: one for all of them."""
+        if self._unsynced:
+            self._unsynced = False
+            self.journal.sync()
+
+    async def _send_all(self, items: list[tuple[Row, Outcome | None]]) -> list[tuple[bool, bool] | None]:
+        """:meth:`send_outbox` for each row, over up to ``mailer.concurrency`` SMTP connections at
+        once (each row's own sends stay in order, one after the other, each with its commit point);
+        None for a row not begun because guard is stopping (after at least one was)."""
+        out: list[tuple[bool, bool] | None] = [None] * len(items)
+        width = max(1, int(getattr(self.mailer, "concurrency", 1) or 1))
+        todo = iter(range(len(items)))
+        begun = 0
+        failed = False
+
+        async def lane() -> None:
+            nonlocal begun, failed
+            for i in todo:
+                if failed or (self.stop.is_set() and begun):
+                    return  # stopping: the rest stay decided and are finished at the next start
+                begun += 1
+                row, outcome = items[i]
+                try:
+                    out[i] = await self.send_outbox(row, outcome)
+                except BaseException:
+                    failed = True  # the other lanes finish the row in hand and take no other
+                    raise
+
+        if width == 1 or len(items) <= 1:
+            await lane()
+            return out
+        lanes = [asyncio.ensure_future(lane()) for _ in range(min(width, len(items)))]
+        try:
+            done = await asyncio.gather(*lanes, return_exceptions=True)
+        except BaseException:
+            for t in lanes:
+                t.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+            raise
+        for r in done:
+            if isinstance(r, BaseException):
+                raise r
+        return out
 
     async def poison(self, row: Row, reason: str, subject: str = "") -> Outcome:
         folder = self.env.folders.review

@@ -216,12 +216,12 @@ def instrument(executor, registry: Registry = REGISTRY, health: Health | None = 
     if health is not None:
         executor.progress = lambda: health.progressed(account)
 
-    async def process_batch(uids):
+    async def process_batch(uids, **kwargs):
         t0 = time.perf_counter()
         if health is not None:
             health.busy(account)
         try:
-            results = await inner(uids)
+            results = await inner(uids, **kwargs)
         except (TransientIOError, PermanentIOError):
             registry.inc("guard_errors_total", account=account, kind="io")
             raise

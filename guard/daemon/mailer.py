@@ -247,6 +247,47 @@ class SmtpMailer:
             raise PermanentIOError(f"SMTP authentication: {type(exc).__name__}") from None
 
 
+class SmtpPool:
+    """Up to ``connections`` :class:`SmtpMailer` connections, so that the sends of several messages
+    are in flight at once (the executor sends the rows of a batch over ``concurrency`` lanes). Each
+    send is one whole :meth:`SmtpMailer.send` on one connection, with its own commit point; the
+    connections are opened as needed and all QUIT by :meth:`close`."""
+
+    def __init__(self, settings, *, connections: int = 4, token_provider: TokenProvider | None = None) -> None:
+        self.s = settings
+        self.concurrency = max(1, int(connections))
+        self._provider = token_provider
+        self._all: list[SmtpMailer] = []
+        self._idle: list[SmtpMailer] = []
+        self._free = asyncio.Semaphore(self.concurrency)
+
+    async def send(self, raw: bytes, envelope_from: str, recipients: list[str],
+                   on_commit: Callable[[], None] | None = None) -> str:
+        async with self._free:
+            if self._idle:
+                m = self._idle.pop()
+            else:
+                m = SmtpMailer(self.s, token_provider=self._provider)
+                if self._provider is None and m.token_provider is not None:
+                    self._provider = m.token_provider  # one token source (and its cache) for all
+                self._all.append(m)
+            try:
+                return await m.send(raw, envelope_from, recipients, on_commit)
+            finally:
+                self._idle.append(m)
+
+    async def __aenter__(self) -> "SmtpPool":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """QUIT every connection kept for the batch."""
+        for m in list(self._all):
+            await m.close()
+
+
 def _tls_failure(exc: BaseException) -> str | None:
     """The TLS failure behind a connection error (aiosmtplib may wrap it), as text; None if none.
     A certificate that does not verify, or a TLS handshake refused, is permanent."""

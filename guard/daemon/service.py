@@ -24,7 +24,7 @@ from guard.daemon.budget import ProcessAnalyser
 from guard.daemon.executor import Executor, RetryPolicy, utc_now
 from guard.daemon.journal import Journal
 from guard.daemon.mailbox import ImapMailbox, Mailbox
-from guard.daemon.mailer import Mailer, NullMailer, SmtpMailer
+from guard.daemon.mailer import Mailer, NullMailer, SmtpPool
 from guard.paths import shipped
 from guard.respond.prepare import Env, gate_config
 from guard.respond.policy import Policy, load_policy
@@ -32,6 +32,9 @@ from guard.respond.render import Identity, Renderer
 from guard.settings import GuardSettings
 
 log = logging.getLogger("guard.daemon.service")
+
+#: SMTP connections the sends of a batch share (guard/daemon/mailer.py SmtpPool); 1: one after the other
+SMTP_CONNECTIONS = 4
 
 FOLDER_KEYS_CREATED = ("quarantine", "review", "routed", "automated", "not_scam", "scam", "other")
 
@@ -93,7 +96,7 @@ class Daemon:
             mailbox = ImapMailbox(settings.imap, account=d.account, folders=folder_names(settings))
         self.mailbox = mailbox
         if mailer is None:
-            mailer = NullMailer() if mode == "dry-run" else SmtpMailer(settings.smtp)
+            mailer = NullMailer() if mode == "dry-run" else SmtpPool(settings.smtp, connections=SMTP_CONNECTIONS)
         self.mailer = mailer
         smtp = settings.smtp
         retry = RetryPolicy(smtp.retry_initial_seconds, smtp.retry_max_seconds, smtp.max_attempts) if smtp else RetryPolicy()
