@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from guard.classification import payment_cues
 from guard.errors import ModelError
+from guard.mail.textutil import own_subject_words
 
 if TYPE_CHECKING:  # pragma: no cover
     from guard.classification.verdict import Verdict
@@ -43,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 INTENTS = ("doubt", "paid", "ask", "inform", "scam", "automated")
 ARTEFACT_NAME = "guard-intent.npz"
 METADATA_NAME = "guard-intent.json"
-FORMAT = "guard-intent/2"
+FORMAT = "guard-intent/3"
 CHAR_FEATURES = 2**16
 WORD_FEATURES = 2**15
 MAX_AUTHOR_CHARS = 3000
@@ -51,6 +53,7 @@ DENSE_NAMES = (
     "embedded", "embedded_attached", "quoted", "inner_scam", "inner_suspicious", "inner_score",
     "inner_model_p", "outer_scam_score", "outer_report_score", "outer_paid_score", "outer_inquiry_score",
     "outer_automated_score", "outer_model_p", "author_chars", "question", "own_links",
+    *payment_cues.NAMES,
 )
 
 
@@ -62,8 +65,12 @@ def intent_of_label(category: str, paid: str) -> str:
 
 
 def author_text(msg: "ParsedMessage") -> str:
-    """The writer's own words: a forward's subject is the forwarded message's, so it is left out."""
-    subject = msg.subject if not msg.forwarded or msg.forward_style == "quoted" else ""
+    """The writer's own words. A forward's subject is the forwarded message's; only what the
+    forwarder added to it (or wrote instead of it) is theirs (:func:`guard.mail.textutil.own_subject_words`)."""
+    if msg.forwarded and msg.forward_style != "quoted":
+        subject = own_subject_words(msg.subject, msg.forwarded[0].subject)
+    else:
+        subject = msg.subject
     return (subject + "\n" + msg.text)[:MAX_AUTHOR_CHARS]
 
 
@@ -90,6 +97,7 @@ def dense_features(msg: "ParsedMessage", outer: dict[str, float], outer_model_p:
         min(1.0, math.log1p(len(own)) / 8.0),
         float("?" in own or "¿" in own or "？" in own),
         min(1.0, sum(1 for u in msg.urls) / 5.0),
+        *payment_cues.features(author_text(msg)),
     ], dtype=np.float64)
 
 
@@ -180,7 +188,7 @@ def save(model: IntentModel, out_dir: Path, metadata: dict) -> tuple[Path, Path]
     data = artefact.read_bytes()
     meta = {"format": FORMAT, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
             "intents": list(INTENTS), "dense": list(DENSE_NAMES), "char_features": CHAR_FEATURES,
-            "word_features": WORD_FEATURES, **model.metadata, **metadata}
+            "word_features": WORD_FEATURES, "payment_cues": payment_cues.FINGERPRINT, **model.metadata, **metadata}
     meta_path = out_dir / METADATA_NAME
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return artefact, meta_path
@@ -204,6 +212,10 @@ def load(path: Path) -> IntentModel:
         raise IntentModelError(f"{path}: SHA-256 does not match {meta_path.name}: refusing a tampered artefact")
     if tuple(meta.get("intents", ())) != INTENTS or tuple(meta.get("dense", ())) != DENSE_NAMES:
         raise IntentModelError(f"{meta_path}: trained for other intents or features; retrain (guard train)")
+    if meta.get("payment_cues") != payment_cues.FINGERPRINT:
+        raise IntentModelError(f"{meta_path}: trained over other payment cue lists "
+                               f"({meta.get('payment_cues')!r}, these are {payment_cues.FINGERPRINT!r}); "
+                               "retrain (guard train --intent-only)")
     import io  # noqa: PLC0415
 
     with np.load(io.BytesIO(data), allow_pickle=False) as z:

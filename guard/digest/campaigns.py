@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from guard.disjoint_sets import DisjointSets
-from guard.mail.textutil import fold
+from guard.mail.textutil import fold, strip_subject_prefixes
 
 NUM_HASHES = 64
 BANDS = 32  # 32 bands of 2 rows: a pair at Jaccard 0.5 shares a band with probability > 0.9999 (then verified)
@@ -39,14 +39,13 @@ _PARAMS = [
 _URL = re.compile(r"(?i)\b(?:https?://|www\.)\S+")
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
-_PREFIX = re.compile(r"^\s*(?:(?:re|fw|fwd|aw|wg|rv|tr)\s*:\s*)+", re.I)
 _WORD = re.compile(r"\w+")
 
 
 def normalise(subject: str, body: str) -> list[str]:
     """Words of subject + body: folded (lower case, no accents), reply prefixes dropped, and
     URLs, addresses and numbers replaced by placeholders (they differ between copies)."""
-    text = _PREFIX.sub("", subject or "") + "\n" + (body or "")
+    text = strip_subject_prefixes(subject or "")[0] + "\n" + (body or "")
     text = _URL.sub(" url ", text)
     text = _EMAIL.sub(" email ", text)
     text = _NUMBER.sub(" num ", text)

@@ -93,3 +93,48 @@ def mask_card_numbers(text: str) -> str:
         last = end
     out.append(text[last:])
     return "".join(out)
+
+
+#: Reply and forward markers that mail clients put before a subject, folded (see :func:`fold`), in the
+#: languages guard supports: Re/Fwd/Fw, AW/WG (de), RV/RE (es, ca), TR (fr), R/I/Rif (it), ENC/RES (pt),
+#: Antw/Doorst (nl), Odp/PD (pl), YNT/ILT (tr), SV/VS (sv, fi), 回复/转发/答复 (zh), ΣΧΕΤ/ΠΡΘ (el).
+SUBJECT_PREFIXES = frozenset({
+    "re", "fw", "fwd", "aw", "wg", "rv", "tr", "r", "i", "rif", "enc", "res", "antw", "doorst",
+    "odp", "pd", "ynt", "ilt", "sv", "vs", "ref", "回复", "转发", "答复", "回覆", "轉寄", "σχετ", "πρθ",
+})
+_MAX_PREFIX = 8
+
+
+def strip_subject_prefixes(subject: str) -> tuple[str, bool]:
+    """(the subject without its leading reply/forward markers, whether any was removed).
+
+    "RV: Fwd: Hotel" -> ("Hotel", True). Linear: each step looks at most a few characters ahead
+    for a colon (ASCII or full-width); "[2]"-style counters ("Re[2]:") are accepted."""
+    s = subject.strip()
+    removed = False
+    for _ in range(20):  # "Re: Re: Re: ..." chains end; hostile subjects cannot make this loop long
+        head = s[: _MAX_PREFIX + 1]
+        cut = min((i for i in (head.find(":"), head.find("：")) if i > 0), default=-1)
+        if cut < 0:
+            break
+        word = fold(head[:cut]).split("[", 1)[0].strip()
+        if word not in SUBJECT_PREFIXES:
+            break
+        s = s[cut + 1:].lstrip()
+        removed = True
+    return s, removed
+
+
+def own_subject_words(subject: str, forwarded_subject: str | None) -> str:
+    """What a forwarder wrote in the subject themselves, folded.
+
+    A forward's subject is the forwarded message's, so on its own it says nothing about the
+    forwarder; but people add to it ("Fwd: Deposit required - I paid this, is it you??") or write
+    their own ("Genuine?" above an attached message). The forwarded subject is taken out of the
+    outer one; a subject with a forward marker and nothing added gives ""."""
+    outer, marked = strip_subject_prefixes(subject or "")
+    outer = fold(outer)
+    inner = fold(strip_subject_prefixes(forwarded_subject or "")[0])
+    if inner and inner in outer:
+        return " ".join(outer.replace(inner, " ", 1).split()).strip(" -–—:|()[]")
+    return "" if marked else outer

@@ -64,3 +64,43 @@ def test_intent_of_label():
     assert intent.intent_of_label("report", "yes") == "paid"
     assert intent.intent_of_label("report", "no") == "doubt"
     assert intent.intent_of_label("inquiry", "no") == "ask"
+
+
+def test_author_text_keeps_what_the_forwarder_added_to_the_subject():
+    msg = parse(b"From: a@b.example\nSubject: Fwd: Pay your room now - I paid this, is it you??\n\n\n\n"
+                b"---------- Forwarded message ---------\nFrom: x <x@y.example>\nSubject: Pay your room now\n\nPay.\n")
+    own = intent.author_text(msg)
+    assert "i paid this, is it you??" in own and "pay your room" not in own
+
+
+def test_author_text_keeps_an_own_subject_above_an_attached_message():
+    inner = b"From: x <x@y.example>\r\nSubject: Deposit required\r\n\r\nPay now.\r\n"
+    raw = (b"From: a@b.example\r\nSubject: Genuine?\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\r\n'
+           b"--b\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"--b--\r\n")
+    msg = parse(raw)
+    assert msg.forwarded and "genuine?" in intent.author_text(msg).casefold()
+
+
+def test_payment_cues_are_dense_features_and_recorded_in_the_artefact(tmp_path):
+    from guard.classification import payment_cues
+
+    assert intent.DENSE_NAMES[-len(payment_cues.NAMES):] == payment_cues.NAMES
+    msg = parse(b"From: a@b.example\nSubject: help\n\nI already paid 300 EUR by bank transfer. Is this agency yours?\n")
+    dense = intent.dense_features(msg, {}, None, None)
+    assert dense[intent.DENSE_NAMES.index("paid_act")] > 0
+    artefact, meta = intent.save(_fit(), tmp_path, {})
+    assert '"payment_cues": "%s"' % payment_cues.FINGERPRINT in meta.read_text()
+
+
+def test_an_artefact_trained_over_other_cue_lists_is_refused(tmp_path):
+    import hashlib
+    import json
+
+    artefact, meta_path = intent.save(_fit(), tmp_path, {})
+    meta = json.loads(meta_path.read_text())
+    meta["payment_cues"] = "0" * 16
+    meta["sha256"] = hashlib.sha256(artefact.read_bytes()).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="payment cue lists"):
+        intent.load(artefact)

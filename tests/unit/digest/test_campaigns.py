@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 
 from guard.paths import samples_dir
 from guard.digest import campaigns
-from guard.digest.campaigns import _EMAIL, _MASK, _NUMBER, _PARAMS, _PREFIX, _PRIME, _URL, _WORD, NUM_HASHES, SHINGLE
-from guard.mail.textutil import fold
+from guard.digest.campaigns import _EMAIL, _MASK, _NUMBER, _PARAMS, _PRIME, _URL, _WORD, NUM_HASHES, SHINGLE
+from guard.mail.textutil import fold, strip_subject_prefixes
 
 
 def reference_normalise(subject: str, body: str) -> list[str]:
-    text = _PREFIX.sub("", subject or "") + "\n" + (body or "")
+    text = strip_subject_prefixes(subject or "")[0] + "\n" + (body or "")
     text = _URL.sub(" url ", text)
     text = _EMAIL.sub(" email ", text)
     text = _NUMBER.sub(" num ", text)

@@ -1,0 +1,83 @@
+"""Payment cues: sentences where the writer handed over money or details, negation in scope, aftermath."""
+
+from __future__ import annotations
+
+import pytest
+
+from guard.classification import payment_cues as pc
+from guard.mail.textutil import fold
+
+
+@pytest.mark.parametrize("text", [
+    "I already paid 300 EUR by bank transfer.",
+    "Yesterday I typed my university password on that page before I noticed the address was not crm.cat.",
+    "Ja vaig pagar la reserva amb la targeta.",
+    "Hice lo que me pedían (les mandé los datos de la tarjeta por WhatsApp) y ahora ya no contestan.",
+    "J'ai déjà viré l'argent pour moi et deux collègues.",
+    "Ich habe meine Kreditkartendaten angegeben.",
+    "Il bonifico è già partito venerdì.",
+    "Já paguei o sinal de 210 euros.",
+    "Ik heb het bedrag al betaald.",
+    "Wczoraj zapłaciłam kartą.",
+    "Linkten 40 € ödedim.",
+    "Πλήρωσα με τραπεζικό έμβασμα.",
+    "我已经通过微信转账支付了1500元人民币定金。",
+    "pagat!! es fals?",
+])
+def test_handing_over_is_found_in_many_languages(text):
+    act, negated, _ = pc.counts(text)
+    assert (act, negated) == (1, 0), text
+
+
+@pytest.mark.parametrize("text", [
+    "I have not paid anything yet.",
+    "No les he dado mi tarjeta.",
+    "Ich habe noch nichts überwiesen.",
+    "Ik heb niets betaald.",
+    "Je n'ai jamais donné ma carte.",
+])
+def test_a_negation_before_the_verb_counts_apart(text):
+    assert pc.counts(text)[:2] == (0, 1), text
+
+
+@pytest.mark.parametrize("text", [
+    "Is there a registration fee for the workshop?",
+    "Could you send me an invitation letter for my visa?",
+    "Thank you for the wonderful programme.",
+])
+def test_questions_without_handing_over_give_nothing(text):
+    assert pc.counts(text)[:2] == (0, 0)
+
+
+def test_aftermath_and_sentences_are_counted_separately():
+    act, negated, after = pc.counts("I gave them my card number. Today my bank blocked the card. "
+                                    "I also sent my passport scan.")
+    assert (act, negated, after) == (2, 0, 1)
+
+
+def test_features_are_scaled_and_capped():
+    many = " ".join(["I paid them."] * 10)
+    assert pc.features(many) == (pc.SCALE, 0.0, 0.0)
+    assert pc.features("") == (0.0, 0.0, 0.0)
+
+
+def test_every_listed_word_is_in_folded_form():
+    """A word that folding would change could never match the folded text."""
+    for words in (pc.PAY, pc.ACT, pc.ASSET, pc.NEGATION, pc.AFTERMATH):
+        for w in words:
+            assert fold(w) == w, w
+
+
+def test_fingerprint_follows_the_lists(monkeypatch):
+    before = pc._fingerprint()
+    monkeypatch.setattr(pc, "ASSET", pc.ASSET | {"bitcoin"})
+    assert pc._fingerprint() != before
+
+
+def test_work_is_linear_on_hostile_text():
+    import time
+
+    text = ("paid " * 20000) + ("." * 20000) + ("a" * 50000)
+    t0 = time.process_time()
+    pc.counts(text)
+    assert time.process_time() - t0 < 2.0
