@@ -131,35 +131,11 @@ class ProcessAnalyser:
             proc.join(5)
 
     async def analyse(self, raw: bytes, classifier) -> Analysed:
-        if self._proc is not None and (self._classifier is not classifier or not self._proc.is_alive()):
-            self._kill()  # a reload brought a new classifier, or the worker is gone
-        if self._proc is None:
-            self._start(classifier)
-        conn = self._conn
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(None, conn.send_bytes, raw)
-            ready = loop.create_future()
-            fd = conn.fileno()
-            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-            try:
-                await asyncio.wait_for(ready, self.budget_seconds)
-            finally:
-                loop.remove_reader(fd)
-            status, value = conn.recv()
-        except asyncio.TimeoutError:
-            self._kill()
-            raise BudgetExceeded(f"time budget exceeded ({self.budget_seconds:g} s)") from None
-        except (EOFError, OSError, BrokenPipeError):
-            code = self._proc.exitcode if self._proc is not None else None
-            self._kill()
-            raise WorkerDied(f"the analyser process died (exit {code})") from None
-        except BaseException:
-            self._kill()  # cancelled (stopping): the worker may be mid-message
-            raise
-        if status != "ok":
-            raise AnalysisFailed(value)
-        return value
+        """One message: its :class:`Analysed`, or the exception :meth:`analyse_many` gives for it, raised."""
+        result = (await self.analyse_many([raw], classifier))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def analyse_many(self, raws: list[bytes], classifier) -> list[Analysed | Exception]:
         """Several messages streamed to the worker at once (one write of all of them, from a thread;
