@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from daemon_fakes import Clock, Crash, FakeMailbox, FakeMailer, StubClassifier, mail
-from test_executor import COORD, PAT, make
+from test_executor import COORD, PAT, make, world  # noqa: F401 - world is a fixture
 
 from guard.daemon.budget import ProcessAnalyser
 from guard.daemon.health import Health, instrument
@@ -26,17 +26,6 @@ CARD = "4111 1111 1111 1111"
 
 def run(coro):
     return asyncio.run(coro)
-
-
-@pytest.fixture
-def world(tmp_path):
-    clock = Clock()
-    journal = Journal(tmp_path / "j.sqlite3")
-    mb = FakeMailbox()
-    mailer = FakeMailer()
-    ex = make(journal, mb, mailer, clock)  # first start: T0
-    clock.advance(minutes=1)
-    return clock, journal, mb, mailer, ex
 
 
 class HangingClassifier(StubClassifier):

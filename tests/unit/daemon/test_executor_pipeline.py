@@ -9,22 +9,11 @@ import os
 import re
 
 import pytest
-from daemon_fakes import Clock, Crash, FakeMailbox, FakeMailer, StubClassifier, mail
-from test_executor import COORD, make, run
+from daemon_fakes import Crash, FakeMailer, StubClassifier, mail
+from test_executor import COORD, make, run, world  # noqa: F401 - world is a fixture
 
 from guard.daemon.budget import AnalysisFailed, BudgetExceeded, InlineAnalyser, ProcessAnalyser
 from guard.daemon.journal import Journal
-
-
-@pytest.fixture
-def world(tmp_path):
-    clock = Clock()
-    journal = Journal(tmp_path / "j.sqlite3")
-    mb = FakeMailbox()
-    mailer = FakeMailer()
-    ex = make(journal, mb, mailer, clock)
-    clock.advance(minutes=1)
-    return clock, journal, mb, mailer, ex
 
 
 def inquiries(mb, clock, n: int, tag: str = "p") -> list[int]:
