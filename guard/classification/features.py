@@ -110,8 +110,46 @@ class Terms:
     meta: list[str]
 
 
+class _Recent:
+    """The last few results of a pure function of one string, keyed by that string (equal strings,
+    equal results). The scam model and the intent model read the same words of most messages: the
+    intent model's normalised author text, its character n-grams and its word n-grams are then the
+    scam model's, computed once. Arrays handed out are read-only (they are shared)."""
+
+    __slots__ = ("size", "items")
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self.items: dict[str, object] = {}
+
+    def get(self, key: str):
+        return self.items.get(key)
+
+    def put(self, key: str, value):
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+        items = self.items
+        if len(items) >= self.size:
+            try:
+                del items[next(iter(items))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread evicted it first
+                pass
+        items[key] = value
+        return value
+
+
+_NORMALISED = _Recent()
+_CHAR_CODES = _Recent()
+_TEXT_WORD_CODES = _Recent()
+
+
 def normalise(text: str) -> str:
     """Lower-case, accents stripped, links/addresses/digits replaced."""
+    found = _NORMALISED.get(text)
+    return found if found is not None else _NORMALISED.put(text, _normalise(text))
+
+
+def _normalise(text: str) -> str:
     text = _URL.sub(" zzurl ", text)
     text = _EMAIL.sub(" zzemail ", text)
     text = text.lower().translate(_DIGITS)
@@ -222,7 +260,14 @@ def _char_windows(s: str) -> tuple[np.ndarray, list[tuple[int, np.ndarray, np.nd
 
 
 def char_codes(docs_text: str) -> np.ndarray:
-    """Codes of all char_wb n-grams (with repeats) of a normalised text, as uint64."""
+    """Codes of all char_wb n-grams (with repeats) of a normalised text, as uint64 (read-only:
+    the last few are kept, keyed by the :data:`CHAR_CHARS` characters they are taken from)."""
+    key = docs_text[:CHAR_CHARS]
+    found = _CHAR_CODES.get(key)
+    return found if found is not None else _CHAR_CODES.put(key, _char_codes(key))
+
+
+def _char_codes(docs_text: str) -> np.ndarray:
     _, windows = _char_windows(_char_text(docs_text))
     if not windows:
         return np.empty(0, dtype=np.uint64)
@@ -316,12 +361,22 @@ def _span_codes(c: np.ndarray, starts: np.ndarray, ends: np.ndarray, salt: int) 
 
 def word_codes(docs: Documents) -> np.ndarray:
     """Codes of the word unigrams and bigrams of the text and of the subject's words (with repeats)."""
-    c = _codepoints(docs.text)
-    uni = _span_codes(c, *_word_spans(c), _SALT_WORD)
-    bi = _mix(uni[:-1] * np.uint64(_P) + uni[1:] + np.uint64(_SALT_BIGRAM)) if len(uni) > 1 else np.empty(0, dtype=np.uint64)
+    text = _TEXT_WORD_CODES.get(docs.text)
+    if text is None:
+        text = _TEXT_WORD_CODES.put(docs.text, _text_word_codes(docs.text))
+    if not docs.subject:
+        return text.copy()
     cs = _codepoints(docs.subject)
     subj = _span_codes(cs, *_word_spans(cs), _SALT_SUBJECT)
-    return np.concatenate((uni, bi, subj))
+    return np.concatenate((text, subj))
+
+
+def _text_word_codes(text: str) -> np.ndarray:
+    """The unigram codes, then the bigram codes, of a normalised text."""
+    c = _codepoints(text)
+    uni = _span_codes(c, *_word_spans(c), _SALT_WORD)
+    bi = _mix(uni[:-1] * np.uint64(_P) + uni[1:] + np.uint64(_SALT_BIGRAM)) if len(uni) > 1 else np.empty(0, dtype=np.uint64)
+    return np.concatenate((uni, bi))
 
 
 def word_terms_with_codes(docs: Documents) -> tuple[list[str], np.ndarray]:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from guard.classification import payment_cues
+from guard.classification import author_cues
 from guard.errors import ModelError
 from guard.mail.textutil import own_subject_words
 
@@ -53,7 +53,7 @@ DENSE_NAMES = (
     "embedded", "embedded_attached", "quoted", "inner_scam", "inner_suspicious", "inner_score",
     "inner_model_p", "outer_scam_score", "outer_report_score", "outer_paid_score", "outer_inquiry_score",
     "outer_automated_score", "outer_model_p", "author_chars", "question", "own_links",
-    *payment_cues.NAMES,
+    *author_cues.NAMES,
 )
 
 
@@ -97,7 +97,7 @@ def dense_features(msg: "ParsedMessage", outer: dict[str, float], outer_model_p:
         min(1.0, math.log1p(len(own)) / 8.0),
         float("?" in own or "¿" in own or "？" in own),
         min(1.0, sum(1 for u in msg.urls) / 5.0),
-        *payment_cues.features(author_text(msg)),
+        *author_cues.features(author_text(msg)),
     ], dtype=np.float64)
 
 
@@ -188,7 +188,7 @@ def save(model: IntentModel, out_dir: Path, metadata: dict) -> tuple[Path, Path]
     data = artefact.read_bytes()
     meta = {"format": FORMAT, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
             "intents": list(INTENTS), "dense": list(DENSE_NAMES), "char_features": CHAR_FEATURES,
-            "word_features": WORD_FEATURES, "payment_cues": payment_cues.FINGERPRINT, **model.metadata, **metadata}
+            "word_features": WORD_FEATURES, "author_cues": author_cues.FINGERPRINT, **model.metadata, **metadata}
     meta_path = out_dir / METADATA_NAME
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return artefact, meta_path
@@ -212,9 +212,9 @@ def load(path: Path) -> IntentModel:
         raise IntentModelError(f"{path}: SHA-256 does not match {meta_path.name}: refusing a tampered artefact")
     if tuple(meta.get("intents", ())) != INTENTS or tuple(meta.get("dense", ())) != DENSE_NAMES:
         raise IntentModelError(f"{meta_path}: trained for other intents or features; retrain (guard train)")
-    if meta.get("payment_cues") != payment_cues.FINGERPRINT:
+    if meta.get("author_cues") != author_cues.FINGERPRINT:
         raise IntentModelError(f"{meta_path}: trained over other payment cue lists "
-                               f"({meta.get('payment_cues')!r}, these are {payment_cues.FINGERPRINT!r}); "
+                               f"({meta.get('author_cues')!r}, these are {author_cues.FINGERPRINT!r}); "
                                "retrain (guard train --intent-only)")
     import io  # noqa: PLC0415
 

@@ -88,6 +88,8 @@ class MessageView:
         self.model_p = model_p
         self._cache: dict[tuple[str, bool], str] = {}
         self._words: dict[str, frozenset[str]] = {}
+        self._folded: dict[str, str] = {}  # raw field text -> its fold
+        self._words_of: dict[str, frozenset[str]] = {}  # folded field text -> its tokens
 
     def field(self, name: str, folded: bool) -> str:
         key = (name, folded)
@@ -97,16 +99,57 @@ class MessageView:
                 raw = bounded(self._raw(name))
                 self._cache[(name, False)] = raw
             if folded:
-                self._cache[key] = fold(raw)
+                self._cache[key] = self._fold(name, raw)
         return self._cache[key]
+
+    def _fold(self, name: str, raw: str) -> str:
+        """``fold(raw)``, computed once per distinct text: ``full_text`` is usually the same text as
+        ``text``, and ``text`` is ``subject + "\\n" + body``. ``fold`` maps character by character
+        (translate, casefold, NFKD with combining marks dropped: a line break is a starter that no
+        reordering crosses), then collapses white space and strips, so the fold of ``a + "\\n" + b``
+        is the folds of ``a`` and ``b`` joined by one space (either alone when the other is empty)."""
+        found = self._folded.get(raw)
+        if found is not None:
+            return found
+        if name == "text" and self._text_whole():
+            a, b = self.field("subject", True), self.field("body", True)
+            found = f"{a} {b}" if a and b else a or b
+        else:
+            found = fold(raw)
+        self._folded[raw] = found
+        return found
+
+    def _text_whole(self) -> bool:
+        """``text`` (and so its subject and its body) is not cut by :func:`bounded`."""
+        m = self.msg
+        return len(m.subject) + 1 + len(m.text) <= RULE_HEAD_CHARS + RULE_TAIL_CHARS
 
     def words(self, name: str) -> frozenset[str]:
         """The ``\\w+`` tokens of the folded field: one pass per message and field, shared by
         every phrase rule of the rule set (each phrase runs its pattern only when all its own
-        tokens are here)."""
+        tokens are here). Fields with the same folded text share one set; ``text``'s are its
+        subject's and its body's (its folded form joins theirs with a space, see :meth:`_fold`)."""
         found = self._words.get(name)
         if found is None:
-            found = self._words[name] = frozenset(_WORD.findall(self.field(name, True)))
+            text = self.field(name, True)
+            found = self._words_of.get(text)
+            if found is None:
+                if name == "text" and self._text_whole():
+                    found = self.words("subject") | self.words("body")
+                else:
+                    found = frozenset(_WORD.findall(text))
+                self._words_of[text] = found
+            self._words[name] = found
+        return found
+
+    def caseless_plain(self, name: str) -> bool:
+        """The folded field holds no character a case-insensitive pattern's ASCII letter matches
+        other than that letter itself (no upper-case ASCII; no İ, ı, ſ or Kelvin sign), so that
+        :func:`literal_prefilter` may compare literally."""
+        key = (name, "plain")
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = _NOT_PLAIN.search(self.field(name, True)) is None
         return found
 
     def _raw(self, name: str) -> str:
@@ -207,7 +250,20 @@ class RegexMatcher(_Matcher):
     def compile(self) -> Check:
         rx = _compile_regex(self.pattern, self.ignore_case)
         fld, folded = self.field, self.fold
-        return lambda view, ctx: rx.search(view.field(fld, folded)) is not None
+        pre = literal_prefilter(rx) if folded else None
+        if pre is None:
+            return lambda view, ctx: rx.search(view.field(fld, folded)) is not None
+        caseless = bool(rx.flags & re.I)
+
+        def check(view, ctx):
+            # a pattern that cannot match unless some of its literal words are in the text:
+            # those are looked up first (see literal_prefilter), the scan runs only when they are
+            text = view.field(fld, True)
+            if (not caseless or view.caseless_plain(fld)) and not pre(text, view.words(fld)):
+                return False
+            return rx.search(text) is not None
+
+        return check
 
 
 class PhrasesMatcher(_Matcher):
@@ -235,7 +291,7 @@ class PhrasesMatcher(_Matcher):
         costs a few set look-ups instead of a scan per phrase."""
         words = [fold(p).split(" ") for p in self.phrases]
         needs = [frozenset(_WORD.findall(" ".join(w))) for w in words]
-        rxs = _LazyPatterns([r"(?<!\w)" + _phrase_body(w) + r"(?!\w)" for w in words])
+        rxs = _LazyPatterns([_phrase_pattern(w) for w in words])
         need, fld = self.min, self.field
         # each phrase filed under its longest token: one set intersection finds the few to look at
         by_key: dict[str, list[int]] = {}
@@ -281,6 +337,197 @@ class PhrasesMatcher(_Matcher):
         return check
 
 
+#: characters an ASCII letter of a case-insensitive pattern matches besides itself: the upper-case
+#: letters, and what Python's ``re`` adds (U+0130 and U+212A lower-case to i and k; U+0131 and
+#: U+017F are i's and s's case equivalents). ``tests/unit/classification`` checks the list.
+_NOT_PLAIN = re.compile("[A-Z\u0130\u0131\u017f\u212a]")
+#: a literal segment of a pattern with more alternatives than this is not used by the prefilter
+_MAX_STRINGS = 256
+
+
+def literal_prefilter(rx: re.Pattern) -> Callable[[str, frozenset[str]], bool] | None:
+    """A necessary condition for ``rx.search(text)``, from the pattern's literal parts, or None.
+
+    ``pre(text, words)`` is False only when ``rx`` cannot match ``text``; ``words`` are the ``\\w+``
+    tokens of ``text`` (:meth:`MessageView.words`). It reads the parsed pattern: every item of a
+    sequence must match, one alternative of a branch must, a repeat with a minimum of one must
+    match its body. Runs of literal characters (with small groups and optional parts of literals
+    expanded into their alternatives) must appear in the text as written, and a word of such a
+    run that a ``\\b`` or a non-word character closes on both sides must be one of ``words``.
+    Anything else (character classes, wildcards, optional repeats, look-arounds) asks nothing.
+    For a case-insensitive pattern the literals are lower-cased and only ASCII ones are used: the
+    caller checks the text first with :meth:`MessageView.caseless_plain`. Inline flags, or
+    anything the analysis does not know: None (no prefilter, the pattern alone decides)."""
+    try:
+        import re._constants as C  # noqa: PLC0415 - the parser of the running Python's re (3.11+)
+        import re._parser as P  # noqa: PLC0415
+
+        parsed = P.parse(rx.pattern, rx.flags)
+    except Exception:
+        return None
+    caseless = bool(parsed.state.flags & re.I)
+    if parsed.state.flags & (re.X | re.L | re.A) or (parsed.state.flags & re.I) != (rx.flags & re.I):
+        return None
+
+    class _Bail(Exception):
+        pass
+
+    def char(code: int) -> str | None:
+        ch = chr(code)
+        if caseless:
+            return ch.lower() if ch.isascii() else None
+        return ch
+
+    def strings(item) -> set[str] | None:
+        """The strings an item matches when they are few and plain literals, else None."""
+        op, av = item
+        if op is C.LITERAL:
+            ch = char(av)
+            return None if ch is None else {ch}
+        if op is C.IN:
+            out = set()
+            for iop, iav in av:
+                if iop is not C.LITERAL:
+                    return None
+                ch = char(iav)
+                if ch is None:
+                    return None
+                out.add(ch)
+            return out
+        if op is C.SUBPATTERN:
+            if av[1] or av[2]:
+                raise _Bail
+            return seq_strings(av[3])
+        if op is C.BRANCH:
+            out = set()
+            for alt in av[1]:
+                sub = seq_strings(alt)
+                if sub is None:
+                    return None
+                out |= sub
+                if len(out) > _MAX_STRINGS:
+                    return None
+            return out
+        if op in (C.MAX_REPEAT, C.MIN_REPEAT) and av[0] == 0 and av[1] == 1:
+            sub = seq_strings(av[2])
+            return None if sub is None else sub | {""}
+        return None
+
+    def seq_strings(seq) -> set[str] | None:
+        out = {""}
+        for item in seq:
+            sub = strings(item)
+            if sub is None:
+                return None
+            out = {a + b for a in out for b in sub}
+            if len(out) > _MAX_STRINGS:
+                return None
+        return out
+
+    def tokens(s: str, left: bool, right: bool) -> tuple[str, ...]:
+        """The words of a literal that are whole tokens of any text it is found in."""
+        out = []
+        for m in _WORD.finditer(s):
+            if (m.start() > 0 or left) and (m.end() < len(s) or right):
+                out.append(m.group())
+        return tuple(out)
+
+    def is_boundary(item) -> bool:
+        return item[0] is C.AT and item[1] is C.AT_BOUNDARY
+
+    def seq_formula(seq, left: bool, right: bool):
+        """("and", parts) of a sequence: its literal segments and its other items' own formulas."""
+        items = list(seq)
+        parts = []
+        i, n = 0, len(items)
+        while i < n:
+            j, segment = i, {""}
+            while j < n:
+                sub = strings(items[j])
+                if sub is None:
+                    break
+                grown = {a + b for a in segment for b in sub}
+                if len(grown) > _MAX_STRINGS:
+                    break
+                segment, j = grown, j + 1
+            lb = (i == 0 and left) or (i > 0 and is_boundary(items[i - 1]))
+            if j > i:
+                rb = (j == n and right) or (j < n and is_boundary(items[j]))
+                if "" not in segment:
+                    parts.append(("seg", tuple(sorted((tokens(s, lb, rb), s) for s in segment))))
+                i = j
+                continue
+            rb = (i == n - 1 and right) or (i < n - 1 and is_boundary(items[i + 1]))
+            f = item_formula(items[i], lb, rb)
+            if f is not None:
+                parts.append(f)
+            i += 1
+        return ("and", tuple(parts)) if parts else None
+
+    def item_formula(item, left: bool, right: bool):
+        op, av = item
+        if op is C.SUBPATTERN:
+            if av[1] or av[2]:
+                raise _Bail
+            return seq_formula(av[3], left, right)
+        if op is C.ATOMIC_GROUP:
+            return seq_formula(av, left, right)
+        if op is C.BRANCH:
+            alts = []
+            for alt in av[1]:
+                f = seq_formula(alt, left, right)
+                if f is None:
+                    return None  # an alternative that asks nothing: nor does the branch
+                alts.append(f)
+            return ("or", tuple(alts))
+        if op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
+            return seq_formula(av[2], False, False) if av[0] >= 1 else None
+        if op in (C.ASSERT, C.ASSERT_NOT, C.GROUPREF_EXISTS):
+            return None
+        if op in (C.AT, C.ANY, C.IN, C.LITERAL, C.NOT_LITERAL, C.CATEGORY, C.GROUPREF, C.GROUPREF_IGNORE,
+                  C.RANGE, C.NEGATE):
+            return None
+        raise _Bail
+
+    try:
+        formula = seq_formula(parsed, False, False)
+    except (_Bail, RecursionError):
+        return None
+    if formula is None:
+        return None
+
+    def build(f):
+        """The formula as one function (text, words) -> bool."""
+        kind, parts = f
+        if kind == "and":
+            subs = [build(p) for p in parts]
+            return lambda text, words: all(g(text, words) for g in subs)
+        if kind == "or":
+            subs = [build(p) for p in parts]
+            return lambda text, words: any(g(text, words) for g in subs)
+        # a literal segment: the strings filed under their longest whole word, one set
+        # intersection finds the few to look for; strings without such words are looked for as they are
+        by_key: dict[str, list[tuple[frozenset[str], str]]] = {}
+        bare = []
+        for toks, lit in parts:
+            if toks:
+                by_key.setdefault(max(sorted(toks), key=len), []).append((frozenset(toks), lit))
+            else:
+                bare.append(lit)
+        keys = frozenset(by_key)
+
+        def seg(text: str, words: frozenset[str]) -> bool:
+            for k in keys & words:
+                for toks, lit in by_key[k]:
+                    if toks <= words and lit in text:
+                        return True
+            return any(lit in text for lit in bare)
+
+        return seg
+
+    return build(formula)
+
+
 class _LazyPatterns:
     """Each phrase's pattern, compiled the first time the token index lets it through: a
     one-shot ``guard classify`` compiles a handful instead of some 1,800."""
@@ -307,6 +554,20 @@ def _counts(text: str, rx: re.Pattern, own: frozenset[str]) -> bool:
         if not any(_bare(w) in NEGATIONS for w in (*before, *inside)):
             return True
     return False
+
+
+def _phrase_pattern(words: list[str]) -> str:
+    """A folded phrase as a pattern matching it between non-word characters.
+
+    ``(?<!\\w)first rest(?!\\w)``, written with the look-behind after the first word
+    (``first(?<!\\wfirst) rest(?!\\w)``: the same matches at the same places) so that the
+    pattern starts with a literal, which ``re`` searches for quickly instead of trying the
+    look-behind at every position of the text."""
+    body = _phrase_body(words)
+    if words and words[0] != "*" and words[0]:
+        first = re.escape(words[0])
+        return first + r"(?<!\w" + first + ")" + body[len(first):] + r"(?!\w)"
+    return r"(?<!\w)" + body + r"(?!\w)"
 
 
 def _phrase_body(words: list[str]) -> str:

@@ -34,6 +34,8 @@ file, the rule id and the reason.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,14 +49,19 @@ ID_PATTERN = r"^(__)?[A-Z][A-Z0-9_]*$"
 CATEGORY_TAGS = ("scam", "automated", "report", "inquiry", "paid")
 
 
+# the classes' validators are built the first time a rule file is validated (defer_build): a start
+# whose rule files come validated from guard's cache (_cached_file) validates nothing
+_RULE_CONFIG = ConfigDict(extra="forbid", defer_build=True)
+
+
 class Examples(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _RULE_CONFIG
     match: list[str] = Field(min_length=1)
     no_match: list[str] = Field(min_length=1)
 
 
 class RuleSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _RULE_CONFIG
     id: str = Field(pattern=ID_PATTERN, max_length=64)
     description: str = Field(min_length=8, max_length=300)
     score: float = Field(ge=-100, le=100)
@@ -77,7 +84,7 @@ class RuleSpec(BaseModel):
 
 
 class RuleFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _RULE_CONFIG
     lists: dict[str, list[str]] = {}
     rule: list[dict] = []
     scores: dict[str, float] = {}
@@ -138,6 +145,87 @@ def _read(path: Path) -> RuleFile:
         raise _rule_error(path, None, _explain(exc)) from None
 
 
+def _validated(path: Path) -> tuple[RuleFile, list]:
+    """The file and each of its rules validated: a :class:`RuleSpec`, or the :class:`RuleError` that
+    validating it gave (raised by load_ruleset in its turn, after what the rules before it raise)."""
+    rf = _read(path)
+    specs: list = []
+    for raw in rf.rule:
+        rid = raw.get("id") if isinstance(raw, dict) else None
+        try:
+            specs.append(RuleSpec.model_validate(raw))
+        except ValidationError as exc:
+            specs.append(_rule_error(path, rid or "(no id)", _explain(exc)))
+    return rf, specs
+
+
+#: bump when what _cached_file keeps changes
+_SPEC_CACHE_VERSION = 1
+
+
+def _spec_cache_entry(path: Path):
+    """Where the validated form of this rule file version is kept: keyed by the file (name, size,
+    time) and by the code that validates it (this module, the matchers, pydantic, Python)."""
+    from guard import cache  # noqa: PLC0415
+
+    return cache.entry("rulespecs", path, _SPEC_CACHE_VERSION, *_validating_code())
+
+
+@functools.lru_cache(maxsize=1)
+def _validating_code() -> tuple[str, ...]:
+    """The code this process validates rules with (read once: it is the code that is running)."""
+    import sys  # noqa: PLC0415
+
+    import pydantic  # noqa: PLC0415
+    import pydantic_core  # noqa: PLC0415
+
+    from guard import cache  # noqa: PLC0415
+    from guard.classification import matchers  # noqa: PLC0415
+
+    return cache.code_key(__file__, matchers.__file__), pydantic.VERSION, pydantic_core.__version__, sys.version
+
+
+@functools.lru_cache(maxsize=1)
+def _model_classes() -> dict[str, type]:
+    from guard.classification import matchers  # noqa: PLC0415
+
+    classes = {c.__name__: c for c in vars(matchers).values()
+               if isinstance(c, type) and issubclass(c, BaseModel) and c.__module__ == matchers.__name__}
+    classes.update({"RuleSpec": RuleSpec, "Examples": Examples, "RuleFile": RuleFile})
+    return classes
+
+
+def _cached_file(path: Path) -> tuple[RuleFile, list]:
+    """:func:`_validated`, kept in guard's cache once a file validates without an error: a later start
+    rebuilds the very same validated values (guard.cache.freeze/thaw) without pydantic validating them.
+    A file with an invalid rule is validated every time (its error comes from validation itself)."""
+    from guard import cache  # noqa: PLC0415
+
+    where = _spec_cache_entry(path)
+    kept = cache.read_json(where)
+    if kept is not None:
+        try:
+            rf = cache.thaw(kept["file"], _model_classes())
+            specs = cache.thaw(kept["rules"], _model_classes())
+            if type(rf) is RuleFile and all(type(s) is RuleSpec for s in specs):
+                return rf, specs
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass
+    rf, specs = _validated(path)
+    if where is not None and all(isinstance(s, RuleSpec) for s in specs):
+        try:
+            kept = {"file": cache.freeze(rf.model_copy(update={"rule": []})), "rules": cache.freeze(specs)}
+            text = json.dumps(kept, ensure_ascii=False)
+            again = json.loads(text)
+            classes = _model_classes()
+            if cache.identical(cache.thaw(again["rules"], classes), specs) and \
+                    cache.identical(cache.thaw(again["file"], classes), rf.model_copy(update={"rule": []})):
+                cache.write_json(where, again)
+        except (TypeError, ValueError):
+            pass
+    return rf, specs
+
+
 def _rule_files(directory: Path) -> list[Path]:
     # policy.toml lives beside the rules but is not a rule file
     return sorted(p for p in directory.glob("*.toml") if p.name != "policy.toml")
@@ -156,15 +244,12 @@ def load_ruleset(shipped: Path, local: Path | None = None) -> Ruleset:
     for directory, is_local in layers:
         for path in _rule_files(directory):
             files.append(str(path))
-            rf = _read(path)
+            rf, validated = _cached_file(path)
             for name, entries in rf.lists.items():
                 lists.setdefault(name, set()).update(e.strip().lower() for e in entries if e.strip())
-            for raw in rf.rule:
-                rid = raw.get("id") if isinstance(raw, dict) else None
-                try:
-                    spec = RuleSpec.model_validate(raw)
-                except ValidationError as exc:
-                    raise _rule_error(path, rid or "(no id)", _explain(exc)) from None
+            for spec in validated:
+                if isinstance(spec, RuleError):
+                    raise spec from None
                 if spec.id in specs and not is_local:
                     raise _rule_error(path, spec.id, f"duplicate id, already defined in {specs[spec.id][1]}")
                 if spec.internal and spec.score != 0:

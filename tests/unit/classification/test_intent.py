@@ -82,15 +82,15 @@ def test_author_text_keeps_an_own_subject_above_an_attached_message():
     assert msg.forwarded and "genuine?" in intent.author_text(msg).casefold()
 
 
-def test_payment_cues_are_dense_features_and_recorded_in_the_artefact(tmp_path):
-    from guard.classification import payment_cues
+def test_author_cues_are_dense_features_and_recorded_in_the_artefact(tmp_path):
+    from guard.classification import author_cues
 
-    assert intent.DENSE_NAMES[-len(payment_cues.NAMES):] == payment_cues.NAMES
+    assert intent.DENSE_NAMES[-len(author_cues.NAMES):] == author_cues.NAMES
     msg = parse(b"From: a@b.example\nSubject: help\n\nI already paid 300 EUR by bank transfer. Is this agency yours?\n")
     dense = intent.dense_features(msg, {}, None, None)
     assert dense[intent.DENSE_NAMES.index("paid_act")] > 0
     artefact, meta = intent.save(_fit(), tmp_path, {})
-    assert '"payment_cues": "%s"' % payment_cues.FINGERPRINT in meta.read_text()
+    assert '"author_cues": "%s"' % author_cues.FINGERPRINT in meta.read_text()
 
 
 def test_an_artefact_trained_over_other_cue_lists_is_refused(tmp_path):
@@ -99,7 +99,7 @@ def test_an_artefact_trained_over_other_cue_lists_is_refused(tmp_path):
 
     artefact, meta_path = intent.save(_fit(), tmp_path, {})
     meta = json.loads(meta_path.read_text())
-    meta["payment_cues"] = "0" * 16
+    meta["author_cues"] = "0" * 16
     meta["sha256"] = hashlib.sha256(artefact.read_bytes()).hexdigest()
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="payment cue lists"):

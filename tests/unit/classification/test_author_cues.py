@@ -1,10 +1,10 @@
-"""Payment cues: sentences where the writer handed over money or details, negation in scope, aftermath."""
+"""Author cues: handing over money or details (negation in scope), aftermath, doubt, contact, quoted names."""
 
 from __future__ import annotations
 
 import pytest
 
-from guard.classification import payment_cues as pc
+from guard.classification import author_cues as pc
 from guard.mail.textutil import fold
 
 
@@ -25,7 +25,7 @@ from guard.mail.textutil import fold
     "pagat!! es fals?",
 ])
 def test_handing_over_is_found_in_many_languages(text):
-    act, negated, _ = pc.counts(text)
+    act, negated = pc.counts(text)[:2]
     assert (act, negated) == (1, 0), text
 
 
@@ -51,19 +51,19 @@ def test_questions_without_handing_over_give_nothing(text):
 
 def test_aftermath_and_sentences_are_counted_separately():
     act, negated, after = pc.counts("I gave them my card number. Today my bank blocked the card. "
-                                    "I also sent my passport scan.")
+                                    "I also sent my passport scan.")[:3]
     assert (act, negated, after) == (2, 0, 1)
 
 
 def test_features_are_scaled_and_capped():
     many = " ".join(["I paid them."] * 10)
-    assert pc.features(many) == (pc.SCALE, 0.0, 0.0)
-    assert pc.features("") == (0.0, 0.0, 0.0)
+    assert pc.features(many) == (pc.SCALE, 0.0, 0.0, 0.0, 0.0, 0.0)
+    assert pc.features("") == (0.0,) * len(pc.NAMES)
 
 
 def test_every_listed_word_is_in_folded_form():
     """A word that folding would change could never match the folded text."""
-    for words in (pc.PAY, pc.ACT, pc.ASSET, pc.NEGATION, pc.AFTERMATH):
+    for words in (pc.PAY, pc.ACT, pc.ASSET, pc.NEGATION, pc.AFTERMATH, pc.DOUBT, pc.CONTACT):
         for w in words:
             assert fold(w) == w, w
 
@@ -81,3 +81,13 @@ def test_work_is_linear_on_hostile_text():
     t0 = time.process_time()
     pc.counts(text)
     assert time.process_time() - t0 < 2.0
+
+
+@pytest.mark.parametrize("text, doubt, contact, quotes", [
+    ('Someone called me from the "CRM Accommodation Desk". Is this a scam?', 1, 1, 1),
+    ("Me llamó una persona de la «oficina de alojamiento». ¿Es real?", 1, 1, 1),
+    ("昨天有人通过微信联系我，冒充会议工作人员。", 1, 1, 0),
+    ("Could you send me an invitation letter for my visa?", 0, 0, 0),
+])
+def test_doubt_contact_and_quoted_names(text, doubt, contact, quotes):
+    assert pc.counts(text)[3:] == (doubt, contact, quotes)
