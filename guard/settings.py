@@ -28,7 +28,12 @@ from guard.mail.textutil import fold
 # Start-up time: email_validator (its regular expressions) and pydantic-settings (its many
 # sources) are imported only when they are needed; see _check_address and load_settings.
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+# defer_build: a model's validator is built the first time something is validated with it, not when
+# the module is imported; a start whose settings come validated from guard's cache (see
+# _cached_settings) builds none of them. The class-level default instances below are made with
+# model_construct() for the same reason: the very values ``Model()`` gives (defaults are not
+# validated there either), without building the model's validator.
+_FROZEN = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _check_address(value: str) -> str:
@@ -419,7 +424,7 @@ class DaemonSettings(BaseModel):
     reply_fallback_languages: list[str] = []
     #: the language of the digest, forwards and alerts to the coordinator; default: language
     coordinator_language: str | None = Field(default=None, pattern=r"^[a-z]{2}$")
-    folders: FolderNames = FolderNames()
+    folders: FolderNames = FolderNames.model_construct()
     #: the same sender gets the same template at most once in this many days (RFC 5230 :days)
     reply_window_days: float = Field(default=7.0, gt=0, le=365)
     #: circuit breaker: at most this many automatic replies per hour, then pause and alert
@@ -595,23 +600,24 @@ class GuardSettings(BaseModel):
     environment and the secrets directory (pydantic-settings, ``_settings_class``)."""
 
     # what pydantic-settings' BaseSettings would add to the validation: defaults validated too
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, arbitrary_types_allowed=True,
+                              defer_build=True)
     institute: Institute
     events: list[Event] = []
     #: directories of event fact sheets (*.toml, one event each; see guard/respond/facts.py), merged with
     #: [[events]] at load time; "shipped" = guard's own events/, relative paths = next to this file
     events_dirs: list[str] = []
-    thresholds: ThresholdSettings = ThresholdSettings()
-    rules: RuleSettings = RuleSettings()
+    thresholds: ThresholdSettings = ThresholdSettings.model_construct()
+    rules: RuleSettings = RuleSettings.model_construct()
     imap: ImapSettings | None = None
     smtp: SmtpSettings | None = None
-    daemon: DaemonSettings = DaemonSettings()
+    daemon: DaemonSettings = DaemonSettings.model_construct()
     #: several watched mailboxes (instead of [imap]); see guard/daemon/supervisor.py
     accounts: list[AccountSettings] = []
-    health: HealthSettings = HealthSettings()
-    logging: LoggingSettings = LoggingSettings()
-    digest: DigestSettings = DigestSettings()
-    learning: LearningSettings = LearningSettings()
+    health: HealthSettings = HealthSettings.model_construct()
+    logging: LoggingSettings = LoggingSettings.model_construct()
+    digest: DigestSettings = DigestSettings.model_construct()
+    learning: LearningSettings = LearningSettings.model_construct()
 
     @model_validator(mode="after")
     def _accounts(self):
@@ -692,12 +698,15 @@ def _file_only(data: dict, overrides: dict) -> bool:
     no ``GUARD_*`` variable naming a setting, no secrets directory, and top-level keys that are
     already lower case (it matches those in any case). Then the table is validated directly, the
     same validation without importing pydantic-settings (start-up time)."""
+    return _nothing_but_files(overrides) and all(isinstance(k, str) and k == k.lower() for k in data)
+
+
+def _nothing_but_files(overrides: dict) -> bool:
+    """No arguments, no ``GUARD_*`` variable naming a setting, no secrets directory (see _file_only)."""
     if overrides or _secrets_dir() is not None:
         return False
     fields = GuardSettings.model_fields
-    if any(words[0] in fields for words in _environment_keys()):
-        return False
-    return all(isinstance(k, str) and k == k.lower() for k in data)
+    return not any(words[0] in fields for words in _environment_keys())
 
 
 def load_settings(path: Path | str | None = None, **overrides: Any) -> GuardSettings:
@@ -705,11 +714,18 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> GuardSett
     file = Path(path) if path is not None else bundled_config()
     if not file.is_file():
         raise ConfigError(f"{file}: configuration file not found")
-    data = read_toml(file)  # a clear error before pydantic-settings reads it
-
     lines = [f"{var}: {msg}" for var, msg in unknown_environment()]
+    if _nothing_but_files(overrides):
+        # kept only for these very bytes, once they had validated from the file alone (_file_only)
+        cached = _cached_settings(file)
+        if cached is not None:
+            if lines:
+                raise ConfigError("\n".join(lines)) from None
+            return cached
+    data = read_toml(file)  # a clear error before pydantic-settings reads it
+    file_only = _file_only(data, overrides)
     try:
-        if _file_only(data, overrides):
+        if file_only:
             loaded = GuardSettings.model_validate(data)
         else:
             loaded = _settings_class(file)(_secrets_dir=_secrets_dir(), **overrides)
@@ -719,10 +735,143 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> GuardSett
             lines.append(_describe_error(err, file, env, set(overrides)))
     if lines:
         raise ConfigError("\n".join(lines)) from None
+    sheets_seen = None
     if loaded.events_dirs:
-        sheets = load_fact_sheets(resolve_dir(d, file) for d in loaded.events_dirs)
+        dirs = [resolve_dir(d, file) for d in loaded.events_dirs]
+        sheets_seen = _sheet_files(dirs)
+        sheets = load_fact_sheets(dirs)
         loaded = loaded.model_copy(update={"events": merge_events(loaded.events, sheets)})
+    if file_only:
+        _keep_settings(file, loaded, sheets_seen)
     return loaded
+
+
+# -- validated settings kept in guard's cache ---------------------------------------------------
+#
+# What validation gives for a configuration read from its file alone (_file_only) is a function of
+# the file's bytes, the event fact sheets it names, the environment variables its paths name (see
+# _expand), the home directory, guard's settings code and the installed pydantic and
+# email_validator -- and of three facts about the machine: that the files named by password_file,
+# oauth2_token_file, ca_file, client_secret_file and refresh_token_file can be read, and that the
+# digest's time zone is known. The cache entry's name carries all of the former; the latter are
+# checked again at every start (_still_valid). Anything else -- another file, a GUARD_* variable
+# naming a setting, a secrets directory, a secret in the file itself (never written to the cache),
+# an entry that cannot be read -- means the configuration is validated as always.
+
+#: bump when what _keep_settings keeps changes
+_SETTINGS_CACHE_VERSION = 1
+_ENV_REFERENCE = re.compile(r"\$(\w+|\{[^}]*\})")
+
+
+def _settings_cache_entry(file: Path) -> Path | None:
+    import hashlib  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from guard import cache, errors, paths  # noqa: PLC0415
+    from guard.mail import textutil  # noqa: PLC0415
+
+    try:
+        raw = file.read_bytes()
+    except OSError:
+        return None
+    text = raw.decode("utf-8", "replace")
+    if re.search(r"~[^/\s]", text):  # ~user: the password database decides (_expand); not kept
+        return None
+    env = sorted({(m, os.environ.get(m.strip("{}"))) for m in _ENV_REFERENCE.findall(text)})
+    try:
+        spec = importlib.util.find_spec("email_validator")
+        validator = spec.origin if spec is not None else None
+    except (ImportError, ValueError):
+        validator = None
+    import pydantic  # noqa: PLC0415
+    import pydantic_core  # noqa: PLC0415
+
+    code = cache.code_key(__file__, errors.__file__, paths.__file__, textutil.__file__,
+                          *([validator] if validator else []))
+    return cache.entry("settings", file, hashlib.sha256(raw).hexdigest(), str(file.resolve()), repr(env),
+                       os.environ.get("HOME"), _SETTINGS_CACHE_VERSION, code, pydantic.VERSION,
+                       pydantic_core.__version__, sys.version)
+
+
+def _sheet_files(dirs: list[Path]) -> list[list]:
+    """The fact sheets load_fact_sheets reads from ``dirs``: name, size and time of each."""
+    out = []
+    for d in dirs:
+        files = []
+        if d.is_dir():
+            for f in sorted(d.glob("*.toml")):
+                try:
+                    st = f.stat()
+                except OSError:
+                    files = None
+                    break
+                files.append([str(f), st.st_size, st.st_mtime_ns])
+        out.append([str(d), d.is_dir(), files])
+    return out
+
+
+def _model_classes() -> dict[str, type]:
+    return {c.__name__: c for c in globals().values()
+            if isinstance(c, type) and issubclass(c, BaseModel) and c.__module__ == __name__}
+
+
+def _keep_settings(file: Path, loaded: GuardSettings, sheets_seen) -> None:
+    """Keep ``loaded`` in guard's cache when it can be rebuilt exactly (guard.cache.freeze/thaw)."""
+    import json  # noqa: PLC0415
+
+    from guard import cache  # noqa: PLC0415
+
+    if type(loaded) is not GuardSettings:
+        return
+    where = _settings_cache_entry(file)
+    if where is None:
+        return
+    try:
+        kept = json.loads(json.dumps({"settings": cache.freeze(loaded), "sheets": sheets_seen}, ensure_ascii=False))
+        if not cache.identical(cache.thaw(kept["settings"], _model_classes()), loaded):
+            return
+    except (TypeError, ValueError, KeyError):
+        return
+    cache.write_json(where, kept)
+
+
+def _cached_settings(file: Path) -> GuardSettings | None:
+    """The settings _keep_settings kept for this file as it is now, when the machine still agrees (see above)."""
+    from guard import cache  # noqa: PLC0415
+
+    kept = cache.read_json(_settings_cache_entry(file))
+    if not isinstance(kept, dict):
+        return None
+    try:
+        loaded = cache.thaw(kept["settings"], _model_classes())
+        if type(loaded) is not GuardSettings:
+            return None
+        if loaded.events_dirs and kept["sheets"] != _sheet_files([resolve_dir(d, file) for d in loaded.events_dirs]):
+            return None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return loaded if _still_valid(loaded) else None
+
+
+def _still_valid(s: GuardSettings) -> bool:
+    """The checks of validation that read the machine rather than the file, made again."""
+    servers = [s.imap, s.smtp, *(x for a in s.accounts for x in (a.imap, a.smtp))]
+    try:
+        for server in servers:
+            if server is None:
+                continue
+            for name in ("password_file", "oauth2_token_file", "ca_file"):
+                if getattr(server, name) is not None:
+                    _readable(getattr(server, name), name)
+            if server.oauth2 is not None:
+                for name in ("client_secret_file", "refresh_token_file"):
+                    if getattr(server.oauth2, name) is not None:
+                        _readable(getattr(server.oauth2, name), name)
+        DigestSettings._tz(s.digest.timezone)
+    except ValueError:
+        return False
+    return True
 
 
 def _environment_keys() -> dict[tuple[str, ...], str]:

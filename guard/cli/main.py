@@ -19,16 +19,65 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
 def _load(args):
-    from guard.classification.assemble import build_classifier
-    from guard.settings import load_settings
+    with _no_plugin_search():
+        from guard.classification.assemble import build_classifier
+        from guard.settings import load_settings
 
-    settings = load_settings(args.config)
-    model = None
-    if not getattr(args, "no_model", False):
-        from guard.classification.model_loader import load_default_model
+        settings = load_settings(args.config)
+        model = None
+        if not getattr(args, "no_model", False):
+            from guard.classification.model_loader import load_default_model
 
-        model = load_default_model(settings)
-    return settings, build_classifier(settings, model=model)
+            model = load_default_model(settings)
+        return settings, build_classifier(settings, model=model)
+
+
+class _no_plugin_search:
+    """pydantic looks for plugins (the ``pydantic`` entry-point group) when it builds its first
+    validator: it imports importlib.metadata and reads every installed distribution's entry points,
+    about 20 ms of a one-shot classify. Whether any distribution offers one is kept in guard's cache
+    under a name made of the import path's directories and their modification times (installing or
+    removing a distribution changes its directory's); when none does, pydantic is told not to look
+    (``PYDANTIC_DISABLE_PLUGINS``) while classify starts -- the same outcome, no plugin -- and the
+    variable is as it was afterwards. With a plugin installed, or without a cache, nothing changes."""
+
+    def __enter__(self):
+        self.saved = None
+        if "PYDANTIC_DISABLE_PLUGINS" in os.environ or "pydantic.plugin._loader" in sys.modules:
+            return self
+        from guard import cache
+
+        where = cache.entry("pydantic-plugins", Path(sys.prefix), 1, *_path_times())
+        kept = cache.read_json(where)
+        if kept is None and where is not None:
+            from importlib.metadata import entry_points
+
+            kept = sorted(f"{ep.name}={ep.value}" for ep in entry_points(group="pydantic"))
+            cache.write_json(where, kept)
+        if kept == []:
+            self.saved = os.environ.get("PYDANTIC_DISABLE_PLUGINS", _UNSET)
+            os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is _UNSET:
+            os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+        elif self.saved is not None:  # pragma: no cover - set only when it was absent
+            os.environ["PYDANTIC_DISABLE_PLUGINS"] = self.saved
+        return False
+
+
+_UNSET = object()
+
+
+def _path_times() -> list[str]:
+    out = []
+    for d in sys.path:
+        try:
+            out.append(f"{d}|{os.stat(d or '.').st_mtime_ns}")
+        except OSError:
+            out.append(f"{d}|absent")
+    return out
 
 
 def cmd_classify(args) -> int:
