@@ -37,74 +37,14 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _check_address(value: str) -> str:
-    known = _valid_addresses()
-    normalized = known.get(value)
-    if normalized is not None:
-        return normalized
+    """email_validator's verdict (imported here: a start whose settings come validated from guard's
+    cache, see _cached_settings, needs no email_validator at all)."""
     from email_validator import EmailNotValidError, validate_email  # noqa: PLC0415
 
     try:
-        normalized = validate_email(value, check_deliverability=False).normalized.lower()
+        return validate_email(value, check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
         raise ValueError(f"{value!r} is not a valid e-mail address: {exc}") from None
-    known[value] = normalized
-    _save_valid_addresses(known)
-    return normalized
-
-
-#: addresses email_validator accepted (address -> its normalised form), read from and written to
-#: guard's cache (guard/cache.py) under a name derived from the installed email_validator, so that a
-#: start whose addresses were all seen before needs no email_validator at all. Only accepted addresses
-#: are kept: a rejected one is checked, and explained, by email_validator itself every time.
-_VALID_ADDRESSES: dict[str, str] | None = None
-
-
-def _address_cache_path() -> Path | None:
-    import importlib.util  # noqa: PLC0415
-
-    from guard.cache import entry  # noqa: PLC0415
-
-    try:
-        spec = importlib.util.find_spec("email_validator")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin:
-        return None
-    return entry("addresses", Path(spec.origin), 1)
-
-
-def _valid_addresses() -> dict[str, str]:
-    global _VALID_ADDRESSES
-    if _VALID_ADDRESSES is None:
-        import json  # noqa: PLC0415
-
-        _VALID_ADDRESSES = {}
-        path = _address_cache_path()
-        if path is not None:
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                if isinstance(data, dict):
-                    _VALID_ADDRESSES = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
-            except (OSError, ValueError):
-                pass
-    return _VALID_ADDRESSES
-
-
-def _save_valid_addresses(known: dict[str, str]) -> None:
-    import json  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
-
-    path = _address_cache_path()
-    if path is None or len(known) > 10_000:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(known, f, ensure_ascii=False)
-        os.replace(tmp, path)
-    except OSError:
-        pass
 
 
 def _domain_list(values: list[str]) -> list[str]:
