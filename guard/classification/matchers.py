@@ -104,16 +104,23 @@ class MessageView:
 
     def _fold(self, name: str, raw: str) -> str:
         """``fold(raw)``, computed once per distinct text: ``full_text`` is usually the same text as
-        ``text``, and ``text`` is ``subject + "\\n" + body``. ``fold`` maps character by character
+        ``text`` (up to white space at its ends), and ``text`` is ``subject + "\\n" + body``. ``fold`` maps character by character
         (translate, casefold, NFKD with combining marks dropped: a line break is a starter that no
         reordering crosses), then collapses white space and strips, so the fold of ``a + "\\n" + b``
         is the folds of ``a`` and ``b`` joined by one space (either alone when the other is empty)."""
         found = self._folded.get(raw)
         if found is not None:
             return found
+        m = self.msg
         if name == "text" and self._text_whole():
             a, b = self.field("subject", True), self.field("body", True)
             found = f"{a} {b}" if a and b else a or b
+        elif (name == "full_text" and self._text_whole()
+              and len(m.subject) + 1 + len(m.full_text) <= RULE_HEAD_CHARS + RULE_TAIL_CHARS
+              and m.full_text.strip() == m.text):
+            # the author's text is all of the text (nothing forwarded or quoted): ``fold`` strips,
+            # so the fold of ``full_text`` is the fold of ``text``
+            found = self.field("text", True)
         else:
             found = fold(raw)
         self._folded[raw] = found

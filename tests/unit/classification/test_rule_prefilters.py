@@ -147,6 +147,8 @@ def test_phrase_pattern_matches_where_the_look_behind_form_does():
     ("  ", "\u2003 body \u00a0"),
     ("ΑΣ", "\u0301accent first"),
     ("ℌello İstanbul ß", "ﬁne ㎏"),
+    ("trailing", "body\n\n  \u00a0\n"),
+    ("quoted", "my words\n> their words\n> more"),
 ])
 def test_folded_text_field_is_the_fold_of_the_whole_text(subject, body):
     msg = parse(f"Subject: {subject}\nContent-Type: text/plain; charset=utf-8\n\n{body}".encode())
