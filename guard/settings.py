@@ -308,6 +308,9 @@ class SmtpSettings(_ServerSettings):
     retry_max_seconds: float = Field(default=3600.0, gt=0, le=86400)
     #: ... and gives up (as a permanent failure, surfaced in the journal and the log) after this many attempts
     max_attempts: int = Field(default=20, ge=1, le=1000)
+    #: connections a batch's sends share (each message's own sends stay in order); 1 sends one after
+    #: the other, for providers that limit concurrent sessions
+    connections: int = Field(default=4, ge=1, le=16)
 
     def effective_port(self) -> int:
         return self.port or {"ssl": 465, "starttls": 587, "none": 25}[self.tls]

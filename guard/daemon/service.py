@@ -33,8 +33,6 @@ from guard.settings import GuardSettings
 
 log = logging.getLogger("guard.daemon.service")
 
-#: SMTP connections the sends of a batch share (guard/daemon/mailer.py SmtpPool); 1: one after the other
-SMTP_CONNECTIONS = 4
 
 FOLDER_KEYS_CREATED = ("quarantine", "review", "routed", "automated", "not_scam", "scam", "other")
 
@@ -96,7 +94,7 @@ class Daemon:
             mailbox = ImapMailbox(settings.imap, account=d.account, folders=folder_names(settings))
         self.mailbox = mailbox
         if mailer is None:
-            mailer = NullMailer() if mode == "dry-run" else SmtpPool(settings.smtp, connections=SMTP_CONNECTIONS)
+            mailer = NullMailer() if mode == "dry-run" else SmtpPool(settings.smtp, connections=settings.smtp.connections)
         self.mailer = mailer
         smtp = settings.smtp
         retry = RetryPolicy(smtp.retry_initial_seconds, smtp.retry_max_seconds, smtp.max_attempts) if smtp else RetryPolicy()

@@ -154,3 +154,13 @@ def test_unknown_key_in_a_list_of_tables(tmp_path):
     f.write_text(GOOD.replace('aliases = ["WWE26"]', 'alias = ["WWE26"]'), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"events\.0\.alias: unknown key; did you mean aliases\?"):
         load_settings(f)
+
+
+def test_smtp_connections_default_and_bounds():
+    from guard.settings import SmtpSettings
+
+    assert SmtpSettings(host="smtp.example.org").connections == 4
+    assert SmtpSettings(host="smtp.example.org", connections=1).connections == 1
+    for bad in (0, 17):
+        with pytest.raises(Exception, match="connections"):
+            SmtpSettings(host="smtp.example.org", connections=bad)
