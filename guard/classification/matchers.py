@@ -317,15 +317,11 @@ class PhrasesMatcher(_Matcher):
         if self.unless_negated:
             owns = [frozenset(x for x in w if x != "*") for w in words]
 
-            def check(view, ctx):
-                tokens = view.words(fld)
-                cand = candidates(tokens)
-                if len(cand) < need:
-                    return False
-                text = view.field(fld, True)
-                return sum(1 for i in cand if _counts(text, rxs[i], owns[i])) >= need
-
-            return check
+            def hit(text: str, i: int) -> bool:
+                return _counts(text, rxs[i], owns[i])
+        else:
+            def hit(text: str, i: int) -> bool:
+                return rxs[i].search(text) is not None
 
         def check(view, ctx):
             tokens = view.words(fld)
@@ -335,7 +331,7 @@ class PhrasesMatcher(_Matcher):
             text = view.field(fld, True)
             n = 0
             for i in cand:
-                if rxs[i].search(text):
+                if hit(text, i):
                     n += 1
                     if n >= need:
                         return True

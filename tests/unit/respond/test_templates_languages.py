@@ -10,6 +10,7 @@ import re
 from datetime import datetime, timezone
 
 import pytest
+from test_templates_i18n import message as participant_message
 
 from guard.cli.main import main
 from guard.mail.message import parse
@@ -61,15 +62,7 @@ def inner_scam() -> bytes:
 
 
 def message(text: str, *, subject: str = "Carta", inner: bytes | None = None) -> bytes:
-    head = ("From: Pat Participant <pat@example.org>\r\nTo: events@crm.cat\r\n"
-            f"Subject: {subject}\r\nDate: Mon, 05 Jan 2026 11:00:00 +0000\r\nMessage-ID: <q@example.org>\r\n"
-            "MIME-Version: 1.0\r\n")
-    if inner is None:
-        return (head + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-                + text + "\r\n").encode("utf-8")
-    return ((head + "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8"
-             "\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + text + "\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n")
-            .encode("utf-8") + inner + b"\r\n--b--\r\n")
+    return participant_message(text, subject=subject, inner=inner)
 
 
 def verdict(template: str, lang: str, inner_category: str = "scam") -> Verdict:
