@@ -43,11 +43,9 @@ def entry(name: str, source: Path, *extra: object) -> Path | None:
 def json_cached(name: str, source: Path, build: Callable[[], object], *extra: object):
     """``build()``, kept as JSON in the cache: later processes read it instead of rebuilding."""
     path = entry(name, source, *extra)
-    if path is not None:
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
+    kept = read_json(path)
+    if kept is not None:
+        return kept
     value = build()
     if path is not None:
         try:

@@ -97,29 +97,24 @@ _CACHE_VERSION = 1
 
 
 def _installed(module: str) -> str:
-    """Where an installed package's code lives, with its size and time (a reinstall changes it)."""
+    """An installed package's code file with its size and time (a reinstall changes it)."""
     import importlib.util  # noqa: PLC0415
 
+    from guard.cache import code_key  # noqa: PLC0415
+
     try:
-        spec = importlib.util.find_spec(module)
-        st = os.stat(spec.origin)  # type: ignore[union-attr,arg-type]
-        return f"{spec.origin}|{st.st_size}|{st.st_mtime_ns}"  # type: ignore[union-attr]
-    except (ImportError, ValueError, AttributeError, TypeError, OSError):
-        return "absent"
+        origin = importlib.util.find_spec(module).origin  # type: ignore[union-attr]
+    except (ImportError, ValueError, AttributeError):
+        origin = None
+    return code_key(origin) if origin else "absent"
 
 
 def _code_fingerprint() -> str:
-    """The files (name, size, time) of guard's classification code: what decides whether an artefact
-    verifies and what a loaded model holds. Any change to them is a new cache entry."""
-    here = Path(__file__).resolve().parent
-    parts = []
-    for f in sorted(here.glob("*.py")):
-        try:
-            st = f.stat()
-        except OSError:
-            continue
-        parts.append(f"{f.name}|{st.st_size}|{st.st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    """guard's classification code (its files' names, sizes and times): what decides whether an
+    artefact verifies and what a loaded model holds. Any change to them is a new cache entry."""
+    from guard.cache import code_key  # noqa: PLC0415
+
+    return code_key(*sorted(Path(__file__).resolve().parent.glob("*.py")))
 
 
 def _cache_key(path: Path, meta_path: Path, *extra) -> tuple[Path, bytes] | None:
