@@ -47,7 +47,7 @@ class _no_plugin_search:
             return self
         from guard import cache
 
-        where = cache.entry("pydantic-plugins", Path(sys.prefix), 1, *_path_times())
+        where = _plugin_cache_entry()
         kept = cache.read_json(where)
         if kept is None and where is not None:
             from importlib.metadata import entry_points
@@ -70,14 +70,11 @@ class _no_plugin_search:
 _UNSET = object()
 
 
-def _path_times() -> list[str]:
-    out = []
-    for d in sys.path:
-        try:
-            out.append(f"{d}|{os.stat(d or '.').st_mtime_ns}")
-        except OSError:
-            out.append(f"{d}|absent")
-    return out
+def _plugin_cache_entry():
+    """Named by the import path's directories (size and time: installing a distribution changes its directory's)."""
+    from guard import cache
+
+    return cache.entry("pydantic-plugins", Path(sys.prefix), 1, cache.code_key(*(d or "." for d in sys.path)))
 
 
 def cmd_classify(args) -> int:

@@ -237,7 +237,7 @@ def test_plugin_search_is_skipped_only_when_none_is_installed(monkeypatch, clean
         with cli._no_plugin_search():
             assert (os.environ.get("PYDANTIC_DISABLE_PLUGINS") == "__all__") == (not installed)
         assert "PYDANTIC_DISABLE_PLUGINS" not in os.environ
-    where = cache.entry("pydantic-plugins", Path(sys.prefix), 1, *cli._path_times())
+    where = cli._plugin_cache_entry()
     cache.write_json(where, ["logfire=logfire.integrations.pydantic:plugin"])
     with cli._no_plugin_search():
         assert "PYDANTIC_DISABLE_PLUGINS" not in os.environ
