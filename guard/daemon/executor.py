@@ -139,8 +139,6 @@ class Executor:
         self.outcomes: deque[Outcome] = deque(maxlen=1_000)
         #: the next batch, begun and being analysed while the current one is finished (see process_batch)
         self._ahead: _Started | None = None
-        #: (this batch, the next) while reconcile processes a batch: process_batch reads the next ahead
-        self._hint: tuple[tuple[int, ...], list[int] | None] | None = None
         #: a "sent" was committed without an fsync since the last Journal.sync
         self._unsynced = False
 
@@ -201,13 +199,8 @@ class Executor:
                 if self.stop.is_set() and not self._is_ahead(batch):
                     return n  # (a batch already begun, read ahead, is finished first)
                 after = None if self.stop.is_set() else await anext(batches, None)
-                # the next batch is read and analysed while this one is decided, sent and filed (a
-                # hint rather than an argument: process_batch may be wrapped, e.g. by the metrics)
-                self._hint = (tuple(batch), after)
-                try:
-                    await self.process_batch(batch)
-                finally:
-                    self._hint = None
+                # the next batch is read and analysed while this one is decided, sent and filed
+                await self.process_batch(batch, ahead=after)
                 n += len(batch)
                 batch = after
             return n
@@ -256,8 +249,6 @@ class Executor:
         its analysis started in the worker, while this one is decided, sent and filed; the next
         call with those UIDs takes it up. Each message keeps every step and commit of its own.
         """
-        if ahead is None and self._hint is not None and self._hint[0] == tuple(uids):
-            ahead = self._hint[1]
         started = self._claim_ahead(uids)
         if started is None:
             started = await self._start_batch(uids)

@@ -150,9 +150,9 @@ def test_instrument_marks_work_in_hand_and_progress(world):
     seen = []
     inner = ex.process_batch
 
-    async def watched(uids):
+    async def watched(uids, **kwargs):
         seen.append(h.accounts[mb.account].busy_since)
-        return await inner(uids)
+        return await inner(uids, **kwargs)
 
     ex.process_batch = watched
     instrument(ex, health=h)
