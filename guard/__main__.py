@@ -1,5 +1,3 @@
-import sys
+from guard.cli.main import entry
 
-from guard.cli.main import main
-
-sys.exit(main())
+entry()

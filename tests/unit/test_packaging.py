@@ -29,4 +29,4 @@ def test_wheel_contains_shipped_data(tmp_path):
     for sheet in (REPO / "events").glob("*.toml"):
         assert f"guard/_shipped/events/{sheet.name}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "guard = guard.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "guard = guard.cli.main:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -137,6 +137,31 @@ def test_garbage_collection_resumes(capsys):
     capsys.readouterr()
 
 
+_EXIT_PROBE = """
+import atexit, gc, sys
+from guard.cli.main import entry
+atexit.register(lambda: print("atexit ran, frozen objects: %d" % gc.get_freeze_count(), file=sys.stderr))
+entry()
+"""
+
+
+@pytest.mark.parametrize("args, code", [(["classify", "--json", "--no-model", str(SAMPLE)], 0),
+                                        (["classify", "--no-model", "--config", "/nonexistent/guard.toml",
+                                          str(SAMPLE)], 2)])
+def test_executable_freezes_the_heap_and_exits_as_main_returns(args, code, warm_cache):
+    """``entry`` (the executable) exits with main's code, its output and atexit handlers intact, and with
+    the heap frozen, so that the interpreter's final collection does not walk the start-up's objects."""
+    r = subprocess.run([sys.executable, "-c", _EXIT_PROBE, *args], capture_output=True, text=True,
+                       env=_child_env(warm_cache[0]), cwd=REPO, timeout=300)
+    assert r.returncode == code, r.stderr
+    frozen = int(r.stderr.rsplit("frozen objects: ", 1)[1].split()[0])
+    assert frozen > 10_000
+    if code == 0:
+        assert json.loads(r.stdout)["category"] == "report"
+    else:
+        assert "guard:" in r.stderr and "/nonexistent/guard.toml" in r.stderr
+
+
 def test_bench_startup_runs(tmp_path):
     """bench/startup.py (one-shot wall time, cold start, peak RSS) on a tiny budget."""
     out = tmp_path / "startup.json"
