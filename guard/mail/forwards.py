@@ -35,7 +35,7 @@ MAX_SCAN_LINES = 4000
 MAX_HEADERS = 12
 
 _MARKERS = {
-    # phrase (folded, without dashes, underscores, colons) -> style
+    # phrase (without dashes, underscores, colons; folded below) -> style
     "forwarded message": "gmail", "forwarded email": "gmail", "forwarded mail": "gmail",
     "original message": "outlook", "original e-mail": "outlook", "original email": "outlook",
     "begin forwarded message": "apple",
@@ -57,20 +57,30 @@ _MARKERS = {
     "原始邮件信息": "outlook", "已转发邮件": "gmail", "転送メッセージ": "gmail", "元のメッセージ": "outlook",
     "προωθημενο μηνυμα": "gmail", "αρχικο μηνυμα": "outlook",
     "пересылаемое сообщение": "gmail", "исходное сообщение": "outlook",
+    "wiadomość oryginalna": "outlook", "początek przekazywanej wiadomości": "apple",
+    "wiadomość przekazana dalej": "gmail", "przekazana dalej wiadomość": "gmail",
+    "iletilen mesaj": "gmail", "yönlendirilmiş ileti": "gmail", "yönlendirilen ileti": "gmail",
+    "orijinal ileti": "outlook", "iletilmiş ileti başlangıcı": "apple", "iletilen iletinin başlangıcı": "apple",
+    "έναρξη προωθημένου μηνύματος": "apple", "προωθημένο μήνυμα": "gmail", "αρχικό μήνυμα": "outlook",
+    "以下是转发的邮件": "apple", "转发的消息": "gmail", "转发的信息": "gmail", "转发消息": "gmail",
+    "原始信息": "outlook", "原始消息": "outlook", "原始郵件信息": "outlook",
+    "begin van doorgestuurd bericht": "apple", "origineel bericht": "outlook",
 }
+# written as the clients write them, looked up folded (fold: case, accents, final sigma)
+_MARKERS = {fold(k): v for k, v in _MARKERS.items()}
 _MARKER_STRIP = "-_=*<>[]() \t:："
 
 _LABELS = {
     "from": "from|de|von|da|van|från|fra|od|remitente|expéditeur|expediteur|gönderen|kimden|absender|"
-            "afzender|nadawca|发件人|寄件者|寄件人|差出人|από|от",
-    "to": "to|para|per|per a|à|a|an|aan|til|till|destinatario|destinataire|destinatari|do|kime|empfänger|"
+            "afzender|nadawca|mittente|发件人|寄件者|寄件人|差出人|από|от",
+    "to": "to|para|per|per a|à|a|pour|an|aan|til|till|destinatario|destinataire|destinatari|do|kime|alıcı|empfänger|"
           "adresat|收件人|收件者|宛先|προς|кому",
     "cc": "cc|kopie|còpia|copia|dw|bilgi|抄送|副本|κοιν",
     "date": "date|sent|data|fecha|enviado|enviado el|envoyé|envoyé le|envoye|envoye le|gesendet|datum|inviato|"
             "enviat|enviada|enviada em|enviado em|enviat el|verzonden|skickat|sendt|wysłano|wysłane|tarih|"
             "gönderildi|gönderilme tarihi|发送时间|发送日期|日期|時間|时间|寄件日期|送信日時|ημερομηνία|στάλθηκε|отправлено|дата|"
             "sent at|date sent",
-    "subject": "subject|asunto|assumpte|objet|betreff|oggetto|assunto|onderwerp|ämne|emne|tema|temat|konu|"
+    "subject": "subject|asunto|assumpte|objet|sujet|betreff|oggetto|assunto|onderwerp|ämne|emne|tema|temat|konu|"
                "主题|主旨|件名|θέμα|тема",
     "reply-to": "reply-to|responder a|répondre à|antwort an",
 }

@@ -718,6 +718,9 @@ def _filename(part: email.message.Message) -> str | None:
 
 
 _BLOCK_TAGS = "br,p,div,tr,li,h1,h2,h3,h4,h5,h6,table,blockquote,pre,hr,dt,dd,section,article,header,footer"
+#: elements that begin on a line of their own even after inline text (Thunderbird's forward marker
+#: runs straight into its header table); not div or p, whose blank line would split a header block
+_STARTS_A_LINE = "table,hr,ul,ol,dl,pre,h1,h2,h3,h4,h5,h6"
 #: HTML with more tags than this is not given to the HTML parser (whose work grows with nesting):
 #: its tags are stripped by a linear scan instead
 MAX_HTML_TAGS = 20_000
@@ -751,6 +754,8 @@ def html_to_text(html: str, hrefs: list[str] | None = None) -> str:
                     hrefs.append(href.strip())
         for node in tree.css(_BLOCK_TAGS):
             node.insert_after("\n")
+        for node in tree.css(_STARTS_A_LINE):
+            node.insert_before("\n")
         for node in tree.css("td,th"):
             node.insert_after(" ")
         root = tree.body or tree.root

@@ -35,6 +35,46 @@ LANGS = {
            "Inizio messaggio inoltrato:", "-------- Messaggio Inoltrato --------", "Il giorno lun 5 gen 2026 alle 10:02 {who} ha scritto:"),
     "pt": ("Isto é verdadeiro?", "---------- Mensagem encaminhada ---------", ("De", "Enviado", "Para", "Assunto"),
            "Início da mensagem encaminhada:", "-------- Mensagem encaminhada --------", "Em seg., 5 de jan. de 2026 às 10:02, {who} escreveu:"),
+    "nl": ("Is dit echt?", "---------- Doorgestuurd bericht ---------", ("Van", "Verzonden", "Aan", "Onderwerp"),
+           "Begin doorgestuurd bericht:", "-------- Doorgestuurd bericht --------", "Op ma 5 jan 2026 om 10:02 schreef {who}:"),
+    "pl": ("Czy to prawda?", "---------- Przekazana wiadomość ---------", ("Od", "Wysłane", "Do", "Temat"),
+           "Początek przekazywanej wiadomości:", "-------- Przekazana wiadomość --------", "W dniu 5.01.2026 o 10:02 {who} napisał(a):"),
+    "tr": ("Bu gerçek mi?", "---------- İletilen ileti ---------", ("Kimden", "Gönderildi", "Kime", "Konu"),
+           "İletilmiş ileti başlangıcı:", "-------- İletilen Mesaj --------", "5 Oca 2026 Pzt 10:02 tarihinde {who} şunu yazdı:"),
+    "zh": ("这是真的吗？", "---------- 已转发邮件 ----------", ("发件人", "发送时间", "收件人", "主题"),
+           "以下是转发的邮件：", "-------- 转发的消息 --------", "{who} 于2026年1月5日周一 10:02写道："),
+    "el": ("Είναι αληθινό;", "---------- Προωθημένο μήνυμα ---------", ("Από", "Στάλθηκε", "Προς", "Θέμα"),
+           "Έναρξη προωθημένου μηνύματος:", "-------- Προωθημένο μήνυμα --------", "Στις Δευ 5 Ιαν 2026 στις 10:02, ο/η {who} έγραψε:"),
+}
+
+# the labels a client writes in its own header block, where they differ from Outlook's:
+# Thunderbird (subject, date, from, to), Apple Mail (from, subject, date, to), and the marker of
+# Outlook desktop's "original message" and of Android's (Samsung) mail app
+CLIENT_LABELS = {
+    "en": (("Subject", "Date", "From", "To"), ("From", "Subject", "Date", "To"), "-----Original Message-----",
+           "-------- Original message --------"),
+    "es": (("Asunto", "Fecha", "De", "Para"), ("De", "Asunto", "Fecha", "Para"), "-----Mensaje original-----",
+           "-------- Mensaje original --------"),
+    "ca": (("Assumpte", "Data", "De", "A"), ("De", "Assumpte", "Data", "Per a"), "-----Missatge original-----",
+           "-------- Missatge original --------"),
+    "fr": (("Sujet", "Date", "De", "Pour"), ("De", "Objet", "Date", "À"), "-----Message d'origine-----",
+           "-------- Message d'origine --------"),
+    "de": (("Betreff", "Datum", "Von", "An"), ("Von", "Betreff", "Datum", "An"), "-----Ursprüngliche Nachricht-----",
+           "-------- Ursprüngliche Nachricht --------"),
+    "it": (("Oggetto", "Data", "Mittente", "A"), ("Da", "Oggetto", "Data", "A"), "-----Messaggio originale-----",
+           "-------- Messaggio originale --------"),
+    "pt": (("Assunto", "Data", "De", "Para"), ("De", "Assunto", "Data", "Para"), "-----Mensagem original-----",
+           "-------- Mensagem original --------"),
+    "nl": (("Onderwerp", "Datum", "Van", "Aan"), ("Van", "Onderwerp", "Datum", "Aan"), "-----Oorspronkelijk bericht-----",
+           "-------- Oorspronkelijk bericht --------"),
+    "pl": (("Temat", "Data", "Od", "Do"), ("Od", "Temat", "Data", "Do"), "-----Wiadomość oryginalna-----",
+           "-------- Oryginalna wiadomość --------"),
+    "tr": (("Konu", "Tarih", "Kimden", "Kime"), ("Kimden", "Konu", "Tarih", "Alıcı"), "-----Orijinal Mesaj-----",
+           "-------- Orijinal mesaj --------"),
+    "zh": (("主题", "日期", "发件人", "收件人"), ("发件人", "主题", "日期", "收件人"), "-----原始邮件-----",
+           "-------- 原始信息 --------"),
+    "el": (("Θέμα", "Ημερομηνία", "Από", "Προς"), ("Από", "Θέμα", "Ημερομηνία", "Προς"), "-----Αρχικό μήνυμα-----",
+           "-------- Αρχικό μήνυμα --------"),
 }
 WHO = f"Stays Desk <{SUSPECT}>"
 
@@ -72,6 +112,40 @@ def _android(lang):
     return f"{own}\n\n-------- Original message --------\n{lab[0]}: {WHO}\nDate: 05/01/2026 10:02 (GMT+01:00)\n{lab[2]}: me@uni.example\n{lab[3]}: {SUBJECT}\n\n{SUSPECT_TEXT}\n"
 
 
+def _thunderbird_own_labels(lang):
+    own, *_, tb, _ = LANGS[lang]
+    subject, date, from_, to = CLIENT_LABELS[lang][0]
+    return (f"{own}\n\n\n{tb}\n{subject}: \t{SUBJECT}\n{date}: \tMon, 5 Jan 2026 10:02:00 +0100\n"
+            f"{from_}: \t{WHO}\n{to}: \tme@uni.example\n\n\n\n{SUSPECT_TEXT}\n")
+
+
+def _apple_own_labels(lang):
+    own, _, _, apple, *_ = LANGS[lang]
+    from_, subject, date, to = CLIENT_LABELS[lang][1]
+    return (f"{own}\n\nSent from my iPhone\n\n{apple}\n\n{from_}: {WHO}\n{subject}: {SUBJECT}\n"
+            f"{date}: 5 January 2026 at 10:02:00 CET\n{to}: me@uni.example\n\n{SUSPECT_TEXT}\n")
+
+
+def _outlook_original(lang):
+    own, _, lab, *_ = LANGS[lang]
+    marker = CLIENT_LABELS[lang][2]
+    return (f"{own}\n\n{marker}\n{lab[0]}: {WHO}\n{lab[1]}: Monday, 5 January 2026 10:02\n{lab[2]}: me@uni.example\n"
+            f"{lab[3]}: {SUBJECT}\n\n{SUSPECT_TEXT}\n")
+
+
+def _android_own_marker(lang):
+    own, _, lab, *_ = LANGS[lang]
+    marker = CLIENT_LABELS[lang][3]
+    return (f"{own}\n\nSent from my Galaxy\n\n\n{marker}\n{lab[0]}: {WHO}\nDate: 05/01/2026 10:02 (GMT+01:00)\n"
+            f"{lab[2]}: me@uni.example\n{lab[3]}: {SUBJECT}\n\n{SUSPECT_TEXT}\n")
+
+
+def _gmail_english_labels(lang):
+    # Gmail localises the marker and "From" but writes Date, Subject and To in English in many locales
+    own, marker, lab, *_ = LANGS[lang]
+    return f"{own}\n\n{marker}\n{lab[0]}: {WHO}\nDate: Mon, 5 Jan 2026 at 10:02\nSubject: {SUBJECT}\nTo: <me@uni.example>\n\n{SUSPECT_TEXT}\n"
+
+
 def _pasted(lang):
     own, _, lab, *_ = LANGS[lang]
     return f"{own}\n\n{lab[0]}: {WHO}\n{lab[3]}: {SUBJECT}\n\n{SUSPECT_TEXT}\n"
@@ -83,8 +157,11 @@ def _quoted(lang):
     return f"{own}\n\n{attribution.format(who=WHO)}\n{quoted}\n"
 
 
-PLAIN_FORMATS = {"gmail": _gmail, "outlook-line": _outlook_line, "outlook-bare": _outlook_bare, "apple": _apple,
-                 "thunderbird": _thunderbird, "android": _android, "pasted": _pasted, "quoted": _quoted}
+PLAIN_FORMATS = {"gmail": _gmail, "gmail-english-labels": _gmail_english_labels, "outlook-line": _outlook_line,
+                 "outlook-bare": _outlook_bare, "outlook-original": _outlook_original, "apple": _apple,
+                 "apple-own-labels": _apple_own_labels, "thunderbird": _thunderbird,
+                 "thunderbird-own-labels": _thunderbird_own_labels, "android": _android,
+                 "android-own-marker": _android_own_marker, "pasted": _pasted, "quoted": _quoted}
 
 
 def _plain_message(body: str, subject: str = "Fwd: " + SUBJECT) -> bytes:
@@ -162,3 +239,65 @@ def test_forwards_of_other_languages_clients(marker, labels):
     m = parse(_plain_message(body))
     assert m.forwarded and m.forwarded[0].from_.addr == SUSPECT and m.forwarded[0].subject == SUBJECT
     assert "card number" not in m.text
+
+
+def _html_outlook(lang):
+    own, _, lab, *_ = LANGS[lang]
+    return (f"<html><body><div>{own}</div><div id='appendonsend'></div><hr style='display:inline-block;width:98%'>"
+            f"<div id='divRplyFwdMsg' dir='ltr'><font face='Calibri' color='#000000'><b>{lab[0]}:</b> {HTML_WHO}<br>"
+            f"<b>{lab[1]}:</b> 5/1/2026 10:02<br><b>{lab[2]}:</b> me@uni.example<br><b>{lab[3]}:</b> {SUBJECT}</font>"
+            f"<div>&nbsp;</div></div><div><p>{SUSPECT_TEXT}</p></div></body></html>")
+
+
+def _html_thunderbird(lang):
+    own, *_, tb, _ = LANGS[lang]
+    rows = "".join(f"<tr><th valign='BASELINE' nowrap='nowrap' align='RIGHT'>{label}: </th><td>{value}</td></tr>"
+                   for label, value in zip(CLIENT_LABELS[lang][0], (SUBJECT, "Mon, 5 Jan 2026 10:02:00 +0100", HTML_WHO,
+                                                                      "me@uni.example")))
+    return (f"<html><body><p>{own}</p><div class='moz-forward-container'><br><br>{tb}"
+            f"<table class='moz-email-headers-table' border='0' cellpadding='0' cellspacing='0'><tbody>{rows}</tbody>"
+            f"</table><br><p>{SUSPECT_TEXT}</p></div></body></html>")
+
+
+def _html_apple(lang):
+    own, _, _, apple, *_ = LANGS[lang]
+    from_, subject, date, to = CLIENT_LABELS[lang][1]
+    return (f"<html><body dir='auto'>{own}<br><br><div dir='ltr'>Sent from my iPhone</div><div dir='ltr'><br>"
+            f"<blockquote type='cite'>{apple}<br><br></blockquote></div><blockquote type='cite'><div dir='ltr'>"
+            f"<b>{from_}:</b> {HTML_WHO}<br><b>{date}:</b> 5 January 2026 at 10:02:00 CET<br><b>{to}:</b> me@uni.example"
+            f"<br><b>{subject}:</b> <b>{SUBJECT}</b><br><br></div></blockquote><blockquote type='cite'><div dir='ltr'>"
+            f"<p>{SUSPECT_TEXT}</p></div></blockquote></body></html>")
+
+
+def _html_gmail(lang):
+    own, marker, lab, *_ = LANGS[lang]
+    return (f"<div dir='ltr'>{own}<br><br><div class='gmail_quote'><div dir='ltr' class='gmail_attr'>{marker}<br>"
+            f"{lab[0]}: <strong class='gmail_sendername' dir='auto'>Stays Desk</strong> <span dir='auto'>&lt;{SUSPECT}&gt;"
+            f"</span><br>Date: Mon, 5 Jan 2026 at 10:02<br>Subject: {SUBJECT}<br>To: &lt;me@uni.example&gt;<br></div>"
+            f"<br><br><div dir='ltr'><p>{SUSPECT_TEXT}</p></div></div></div>")
+
+
+HTML_WHO = f"Stays Desk &lt;{SUSPECT}&gt;"
+HTML_FORMATS = {"outlook": _html_outlook, "thunderbird": _html_thunderbird, "apple": _html_apple, "gmail": _html_gmail}
+
+
+@pytest.mark.parametrize("lang", sorted(LANGS))
+@pytest.mark.parametrize("client", sorted(HTML_FORMATS))
+def test_html_only_forward_of_each_client_is_found(client, lang):
+    """HTML-only forwards as each client writes them (the tags and classes are the clients' own)."""
+    raw = (b"From: Ana <ana@uni.example>\nTo: events@crm.cat\nSubject: Fwd: x\nMIME-Version: 1.0\n"
+           b"Content-Type: text/html; charset=utf-8\n\n" + HTML_FORMATS[client](lang).encode())
+    m = parse(raw)
+    assert m.forwarded, f"{client}/{lang}: no embedded message found"
+    inner = m.forwarded[0]
+    assert inner.from_ is not None and inner.from_.addr == SUSPECT and inner.subject == SUBJECT
+    assert "card number" in inner.text and "card number" not in m.text
+    assert m.text.strip().startswith(LANGS[lang][0])
+
+
+def test_html_text_keeps_words_apart_and_header_lines_together():
+    from guard.mail.message import html_to_text
+
+    assert html_to_text("Is this real?<table><tr><td>Subject:</td><td>x</td></tr></table>").split("\n")[0] == "Is this real?"
+    text = html_to_text("<div><b>From:</b> a@b.example</div><div><b>Subject:</b> x</div>")
+    assert text == "From: a@b.example\nSubject: x"
