@@ -36,7 +36,7 @@ import numpy as np
 
 from guard.classification import author_cues
 from guard.errors import ModelError
-from guard.mail.textutil import own_subject_words
+from guard.mail.textutil import own_subject_words, subject_marker
 
 if TYPE_CHECKING:  # pragma: no cover
     from guard.classification.verdict import Verdict
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 INTENTS = ("doubt", "paid", "ask", "inform", "scam", "automated")
 ARTEFACT_NAME = "guard-intent.npz"
 METADATA_NAME = "guard-intent.json"
-FORMAT = "guard-intent/3"
+FORMAT = "guard-intent/4"
 CHAR_FEATURES = 2**16
 WORD_FEATURES = 2**15
 MAX_AUTHOR_CHARS = 3000
@@ -53,8 +53,12 @@ DENSE_NAMES = (
     "embedded", "embedded_attached", "quoted", "inner_scam", "inner_suspicious", "inner_score",
     "inner_model_p", "outer_scam_score", "outer_report_score", "outer_paid_score", "outer_inquiry_score",
     "outer_automated_score", "outer_model_p", "author_chars", "question", "own_links",
+    "reply_subject", "forward_subject", "in_thread", "inner_official", "inner_same_sender",
     *author_cues.NAMES,
 )
+
+#: the rule whose hit on an embedded message says its sender is the institute's own (rules/10_sender.toml)
+INNER_OFFICIAL_RULE = "OFFICIAL_SENDER"
 
 
 def intent_of_label(category: str, paid: str) -> str:
@@ -76,8 +80,17 @@ def author_text(msg: "ParsedMessage") -> str:
 
 def dense_features(msg: "ParsedMessage", outer: dict[str, float], outer_model_p: float | None,
                    inner: "Verdict | None") -> np.ndarray:
-    """The structural facts, scaled to about [0, 1] (names: :data:`DENSE_NAMES`)."""
+    """The structural facts, scaled to about [0, 1] (names: :data:`DENSE_NAMES`).
+
+    Besides what is embedded and how the rules and the scam model read it, how the message sits in
+    a conversation: a reply (subject marker, In-Reply-To / References) that quotes the institute's
+    own earlier mail (the embedded message's sender an official address, by the rules) is a
+    conversation with the office, not a third party's message; a forward marker is the opposite;
+    an embedded message from the very address that sends this one is the sender's own earlier mail
+    (a follow-up: "I write again, see my message below"), not somebody else's.
+    All of these are the sender's to write; they weigh only as learned evidence, never alone."""
     embedded = bool(msg.forwarded) and msg.forward_style != "quoted"
+    marker = subject_marker(msg.subject)
     clip = lambda v: max(-1.0, min(1.0, v / 10.0))  # noqa: E731
     own = msg.text
     return np.array([
@@ -97,8 +110,18 @@ def dense_features(msg: "ParsedMessage", outer: dict[str, float], outer_model_p:
         min(1.0, math.log1p(len(own)) / 8.0),
         float("?" in own or "¿" in own or "？" in own),
         min(1.0, sum(1 for u in msg.urls) / 5.0),
+        float(marker == "reply"),
+        float(marker == "forward"),
+        float(bool(msg.in_reply_to or msg.references)),
+        float(inner is not None and any(r.rule == INNER_OFFICIAL_RULE for r in inner.reasons)),
+        float(_from_sender_itself(msg)),
         *author_cues.features(author_text(msg)),
     ], dtype=np.float64)
+
+
+def _from_sender_itself(msg: "ParsedMessage") -> bool:
+    sender = msg.from_.addr if msg.from_ is not None else ""
+    return bool(sender) and any(m.from_ is not None and m.from_.addr == sender for m in msg.forwarded)
 
 
 def _block(codes: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -98,31 +98,44 @@ def mask_card_numbers(text: str) -> str:
 #: Reply and forward markers that mail clients put before a subject, folded (see :func:`fold`), in the
 #: languages guard supports: Re/Fwd/Fw, AW/WG (de), RV/RE (es, ca), TR (fr), R/I/Rif (it), ENC/RES (pt),
 #: Antw/Doorst (nl), Odp/PD (pl), YNT/ILT (tr), SV/VS (sv, fi), 回复/转发/答复 (zh), ΣΧΕΤ/ΠΡΘ (el).
-SUBJECT_PREFIXES = frozenset({
-    "re", "fw", "fwd", "aw", "wg", "rv", "tr", "r", "i", "rif", "enc", "res", "antw", "doorst",
-    "odp", "pd", "ynt", "ilt", "sv", "vs", "ref", "回复", "转发", "答复", "回覆", "轉寄", "σχετ", "πρθ",
-})
+REPLY_PREFIXES = frozenset({"re", "aw", "r", "rif", "res", "antw", "odp", "ynt", "sv", "vs", "回复", "答复", "回覆", "σχετ"})
+FORWARD_PREFIXES = frozenset({"fw", "fwd", "wg", "rv", "tr", "i", "enc", "doorst", "pd", "ilt", "转发", "轉寄", "πρθ"})
+SUBJECT_PREFIXES = REPLY_PREFIXES | FORWARD_PREFIXES | {"ref"}
 _MAX_PREFIX = 8
+
+
+def _subject_prefixes(subject: str):
+    """(marker word, the rest of the subject) for each leading reply/forward marker, outermost first.
+    Linear: each step looks at most a few characters ahead for a colon (ASCII or full-width);
+    "[2]"-style counters ("Re[2]:") are accepted."""
+    s = subject.strip()
+    for _ in range(20):  # "Re: Re: Re: ..." chains end; hostile subjects cannot make this loop long
+        head = s[: _MAX_PREFIX + 1]
+        cut = min((i for i in (head.find(":"), head.find("：")) if i > 0), default=-1)
+        if cut < 0:
+            return
+        word = fold(head[:cut]).split("[", 1)[0].strip()
+        if word not in SUBJECT_PREFIXES:
+            return
+        s = s[cut + 1:].lstrip()
+        yield word, s
 
 
 def strip_subject_prefixes(subject: str) -> tuple[str, bool]:
     """(the subject without its leading reply/forward markers, whether any was removed).
 
-    "RV: Fwd: Hotel" -> ("Hotel", True). Linear: each step looks at most a few characters ahead
-    for a colon (ASCII or full-width); "[2]"-style counters ("Re[2]:") are accepted."""
-    s = subject.strip()
-    removed = False
-    for _ in range(20):  # "Re: Re: Re: ..." chains end; hostile subjects cannot make this loop long
-        head = s[: _MAX_PREFIX + 1]
-        cut = min((i for i in (head.find(":"), head.find("：")) if i > 0), default=-1)
-        if cut < 0:
-            break
-        word = fold(head[:cut]).split("[", 1)[0].strip()
-        if word not in SUBJECT_PREFIXES:
-            break
-        s = s[cut + 1:].lstrip()
-        removed = True
-    return s, removed
+    "RV: Fwd: Hotel" -> ("Hotel", True)."""
+    rest = None
+    for _, rest in _subject_prefixes(subject):
+        pass
+    return (subject.strip(), False) if rest is None else (rest, True)
+
+
+def subject_marker(subject: str) -> str | None:
+    """"reply" or "forward" by the outermost marker of the subject ("Fwd: Re: x" is a forward), else None."""
+    for word, _ in _subject_prefixes(subject or ""):
+        return "reply" if word in REPLY_PREFIXES else "forward" if word in FORWARD_PREFIXES else None
+    return None
 
 
 def own_subject_words(subject: str, forwarded_subject: str | None) -> str:

@@ -104,3 +104,42 @@ def test_an_artefact_trained_over_other_cue_lists_is_refused(tmp_path):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="payment cue lists"):
         intent.load(artefact)
+
+
+def test_conversation_facts_are_dense_features():
+    """A reply quoting the institute's own mail and a forward of a third party's differ in the facts."""
+    from guard.classification.assemble import build_classifier
+    from guard.settings import load_settings
+
+    classifier = build_classifier(load_settings(None), intent=None)
+    reply = parse(b"From: a@uni.example\nSubject: RE: Your visa letter\nIn-Reply-To: <1@crm.cat>\n\nThank you, one more question.\n\n"
+                  b"From: N\\xc3\\xbaria <nhernandez@crm.cat>\nSent: Monday, 5 January 2026 10:02\nTo: a@uni.example\n"
+                  b"Subject: Your visa letter\n\nDear participant, the letter is attached.\n")
+    forward = parse(b"From: a@uni.example\nSubject: WG: Hotel\n\nIst das echt?\n\n---------- Weitergeleitete Nachricht ---------\n"
+                    b"Von: Desk <desk@stays.example>\nSubject: Hotel\n\nPay the deposit today.\n")
+    facts = {}
+    for name, msg in (("reply", reply), ("forward", forward)):
+        v = classifier.classify(msg)
+        dense = intent.dense_features(msg, v.scores, v.model_p, v.inner)
+        facts[name] = {k: dense[intent.DENSE_NAMES.index(k)] for k in
+                       ("reply_subject", "forward_subject", "in_thread", "inner_official", "inner_same_sender")}
+    assert facts["reply"] == {"reply_subject": 1.0, "forward_subject": 0.0, "in_thread": 1.0, "inner_official": 1.0,
+                              "inner_same_sender": 0.0}
+    assert facts["forward"] == {"reply_subject": 0.0, "forward_subject": 1.0, "in_thread": 0.0, "inner_official": 0.0,
+                                "inner_same_sender": 0.0}
+
+
+def test_a_follow_up_quoting_the_senders_own_mail_is_a_fact():
+    msg = parse(b"From: Giulia <g@lists-offer.example>\nSubject: Re: Participant list\n\nI write again, see below.\n\n"
+                b"From: Giulia <g@lists-offer.example>\nSent: Monday\nTo: events@crm.cat\nSubject: Participant list\n\n"
+                b"We sell the list.\n")
+    assert msg.forwarded
+    dense = intent.dense_features(msg, {}, None, None)
+    assert dense[intent.DENSE_NAMES.index("inner_same_sender")] == 1.0
+
+
+def test_the_rule_behind_inner_official_exists():
+    from guard.classification.assemble import load_rules
+    from guard.settings import load_settings
+
+    assert intent.INNER_OFFICIAL_RULE in {r.id for r in load_rules(load_settings(None)).rules}
