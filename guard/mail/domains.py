@@ -192,10 +192,11 @@ def find_lookalike(domain: str, official_domains: tuple[str, ...], official_name
             # institute's own short names are protected_names, caught as "name-inside" below.
             return LookAlike(dom, off, "homoglyph")
         n = len(off_label)
-        if n >= 4:
-            limit = 1 if n < 8 else 2
-            if Levenshtein.distance(label, off_label, score_cutoff=limit) <= limit:
+        if n >= 8:
+            if Levenshtein.distance(label, off_label, score_cutoff=2) <= 2:
                 return LookAlike(dom, off, "edit-distance")
+        elif n >= 4 and abs(len(label) - n) <= 1 and _typo_shaped(label, off_label):
+            return LookAlike(dom, off, "edit-distance")
     # the whole host counts here: "crm.cat.example.com" uses the name as well
     host = domain.lower().strip(".")
     suffix = public_suffix(host)
@@ -207,6 +208,25 @@ def find_lookalike(domain: str, official_domains: tuple[str, ...], official_name
         if name in tokens or (len(name) >= 6 and name in left):
             return LookAlike(dom, name, "name-inside")
     return None
+
+
+def _typo_shaped(label: str, official: str) -> bool:
+    """Whether one edit that turns ``official`` into ``label`` is an imitation's: two neighbours
+    swapped (bris/birs), a letter doubled or dropped from a pair (crmm), a hyphen or a digit put in
+    (bir5, cr-m). One letter for another is not: short names of unrelated organisations differ by
+    just that (unipi.it, Pisa, and unimi.it, Milan); letters that look alike are the skeleton's."""
+    if len(label) == len(official):
+        diff = [i for i, (a, b) in enumerate(zip(label, official)) if a != b]
+        if len(diff) == 2 and diff[1] == diff[0] + 1:
+            i = diff[0]
+            return label[i] == official[i + 1] and label[i + 1] == official[i]
+        return len(diff) == 1 and (not label[diff[0]].isalpha() or not official[diff[0]].isalpha())
+    longer, shorter = (label, official) if len(label) > len(official) else (official, label)
+    for i, ch in enumerate(longer):
+        if longer[:i] + longer[i + 1:] == shorter:
+            neighbours = longer[i - 1: i] + longer[i + 1: i + 2]
+            return not ch.isalpha() or ch in neighbours
+    return False
 
 
 def _unicode(label: str) -> str:

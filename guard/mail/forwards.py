@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from email.utils import formataddr
 
 from guard.mail.textutil import fold
 
@@ -254,9 +255,14 @@ def _quoted(lines, at: int, attribution: str, run: tuple[int, int], own_end: int
     head = ""
     m = _ADDRESS.search(attribution)
     if m:
-        name = attribution.split(m.group(), 1)[0]
-        name = name.rsplit(",", 1)[-1].strip(" <>\"'\t") if "," in name else ""
-        head = f"From: {name} <{m.group().lower()}>" if name else f"From: <{m.group().lower()}>"
+        before = attribution.split(m.group(), 1)[0].rstrip(" <([\t")
+        if before.endswith('"'):  # "Hernández, Núria" <a@b>
+            name = before[:-1].rsplit('"', 1)[-1]
+        else:  # the date before the name ends at its last comma: "On Mon, 5 Jan 2026 at 10:02, Name <a@b>"
+            name = before.rsplit(",", 1)[-1] if "," in before else ""
+        name = name.strip(" <>\"'()[]\t")
+        # quoted as a header needs it: "Núria Hernández (<n@crm.cat>)" must not become a comment
+        head = "From: " + formataddr((name, m.group().lower()))
     own_lines = lines[: own_end if own_end is not None else at] + lines[run[1] :]
     own = "\n".join(x for x in own_lines if not _unquote(x)[1]).strip()
     if inner is not None and not head:

@@ -95,6 +95,16 @@ def test_lookalike_edit_distance_on_longer_names():
     assert find_lookalike("bir5.ca", ("birs.ca",), ()).how in ("homoglyph", "edit-distance")
 
 
+@pytest.mark.parametrize("domain,official,imitates", [
+    ("unipi.it", "unimi.it", False),  # Pisa is not imitating Milan: one letter for another
+    ("unipd.it", "unimi.it", False), ("bris.ca", "birs.ca", True), ("birrs.ca", "birs.ca", True),
+    ("bir5.ca", "birs.ca", True), ("bi-rs.ca", "birs.ca", True), ("bir.ca", "birs.ca", False),
+    ("unimii.it", "unimi.it", True), ("unmii.it", "unimi.it", True),
+])
+def test_short_names_are_imitated_by_typos_not_by_any_one_letter(domain, official, imitates):
+    assert (find_lookalike(domain, (official,), ()) is not None) == imitates
+
+
 def test_lookalike_matcher_and_registrable():
     assert hit(LookalikeMatcher(type="lookalike", where=["from"]), "From: a@crrn.cat\n\nx")
     assert not hit(LookalikeMatcher(type="lookalike", where=["from"]), "From: a@crm.cat\n\nx")

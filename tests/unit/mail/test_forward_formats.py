@@ -301,3 +301,16 @@ def test_html_text_keeps_words_apart_and_header_lines_together():
     assert html_to_text("Is this real?<table><tr><td>Subject:</td><td>x</td></tr></table>").split("\n")[0] == "Is this real?"
     text = html_to_text("<div><b>From:</b> a@b.example</div><div><b>Subject:</b> x</div>")
     assert text == "From: a@b.example\nSubject: x"
+
+
+@pytest.mark.parametrize("who", ["Núria Hernández <nhernandez@crm.cat>", "Núria Hernández (<nhernandez@crm.cat>)",
+                                 '"Hernández, Núria" <nhernandez@crm.cat>', "<nhernandez@crm.cat>",
+                                 "nhernandez@crm.cat"])
+def test_quoted_thread_sender_is_read_from_any_attribution_shape(who):
+    """Gmail in Catalan and Spanish writes "Name (<address>)": the sender is the address, never a comment."""
+    body = (f"Gràcies! Puc canviar la sessió?\n\nEl dl., 20 d'abr. 2026 a les 9:12, {who} va escriure:\n"
+            "> Us adjunto el programa provisional.\n> Salutacions,\n> Núria\n")
+    m = parse(_plain_message(body, subject="Re: Programa"))
+    assert m.forward_style == "quoted"
+    assert m.forwarded[0].from_ is not None and m.forwarded[0].from_.addr == "nhernandez@crm.cat"
+    assert "Hernández" in m.forwarded[0].from_.name or who.startswith(("<", "n"))
