@@ -54,6 +54,7 @@ DENSE_NAMES = (
     "inner_model_p", "outer_scam_score", "outer_report_score", "outer_paid_score", "outer_inquiry_score",
     "outer_automated_score", "outer_model_p", "author_chars", "question", "own_links",
     "reply_subject", "forward_subject", "in_thread", "inner_official", "inner_same_sender",
+    "inner_to_sender", "inner_from_recipient",
     *author_cues.NAMES,
 )
 
@@ -87,7 +88,10 @@ def dense_features(msg: "ParsedMessage", outer: dict[str, float], outer_model_p:
     own earlier mail (the embedded message's sender an official address, by the rules) is a
     conversation with the office, not a third party's message; a forward marker is the opposite;
     an embedded message from the very address that sends this one is the sender's own earlier mail
-    (a follow-up: "I write again, see my message below"), not somebody else's.
+    (a follow-up: "I write again, see my message below"), not somebody else's. An embedded message
+    sent *to* this sender is one they received (what a report forwards); one sent *by* this
+    message's recipient is the recipient's own mail quoted back to them (a thread with the office,
+    or a fraudster's fake history of one).
     All of these are the sender's to write; they weigh only as learned evidence, never alone."""
     embedded = bool(msg.forwarded) and msg.forward_style != "quoted"
     marker = subject_marker(msg.subject)
@@ -115,6 +119,8 @@ def dense_features(msg: "ParsedMessage", outer: dict[str, float], outer_model_p:
         float(bool(msg.in_reply_to or msg.references)),
         float(inner is not None and any(r.rule == INNER_OFFICIAL_RULE for r in inner.reasons)),
         float(_from_sender_itself(msg)),
+        float(_sent_to_sender(msg)),
+        float(_from_recipient(msg)),
         *author_cues.features(author_text(msg)),
     ], dtype=np.float64)
 
@@ -122,6 +128,16 @@ def dense_features(msg: "ParsedMessage", outer: dict[str, float], outer_model_p:
 def _from_sender_itself(msg: "ParsedMessage") -> bool:
     sender = msg.from_.addr if msg.from_ is not None else ""
     return bool(sender) and any(m.from_ is not None and m.from_.addr == sender for m in msg.forwarded)
+
+
+def _sent_to_sender(msg: "ParsedMessage") -> bool:
+    sender = msg.from_.addr if msg.from_ is not None else ""
+    return bool(sender) and any(sender in {a.addr for a in (*m.to, *m.cc)} for m in msg.forwarded)
+
+
+def _from_recipient(msg: "ParsedMessage") -> bool:
+    recipients = {a.addr for a in (*msg.to, *msg.cc)} - {""}
+    return any(m.from_ is not None and m.from_.addr in recipients for m in msg.forwarded)
 
 
 def _block(codes: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -138,6 +138,18 @@ def test_a_follow_up_quoting_the_senders_own_mail_is_a_fact():
     assert dense[intent.DENSE_NAMES.index("inner_same_sender")] == 1.0
 
 
+def test_who_the_embedded_message_was_from_and_to_are_facts():
+    report = parse(b"From: ana@uni.example\nTo: events@crm.cat\nSubject: Fwd: Hotel\n\nReal?\n\n"
+                   b"---------- Forwarded message ---------\nFrom: Desk <desk@stays.example>\nDate: Mon\n"
+                   b"Subject: Hotel\nTo: <ana@uni.example>\n\nPay the deposit.\n")
+    thread = parse(b"From: desk@stays.example\nTo: Ana <ana@uni.example>\nSubject: Re: Hotel\n\nPay by Thursday.\n\n"
+                   b"On Mon, 5 Jan 2026 at 10:02, Ana <ana@uni.example> wrote:\n> Is the room still free?\n> Ana\n")
+    facts = {name: intent.dense_features(m, {}, None, None) for name, m in (("report", report), ("thread", thread))}
+    at = intent.DENSE_NAMES.index
+    assert facts["report"][at("inner_to_sender")] == 1.0 and facts["report"][at("inner_from_recipient")] == 0.0
+    assert facts["thread"][at("inner_to_sender")] == 0.0 and facts["thread"][at("inner_from_recipient")] == 1.0
+
+
 def test_the_rule_behind_inner_official_exists():
     from guard.classification.assemble import load_rules
     from guard.settings import load_settings
