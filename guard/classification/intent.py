@@ -118,26 +118,19 @@ def dense_features(msg: "ParsedMessage", outer: dict[str, float], outer_model_p:
         float(marker == "forward"),
         float(bool(msg.in_reply_to or msg.references)),
         float(inner is not None and any(r.rule == INNER_OFFICIAL_RULE for r in inner.reasons)),
-        float(_from_sender_itself(msg)),
-        float(_sent_to_sender(msg)),
-        float(_from_recipient(msg)),
+        *map(float, _embedded_parties(msg)),
         *author_cues.features(author_text(msg)),
     ], dtype=np.float64)
 
 
-def _from_sender_itself(msg: "ParsedMessage") -> bool:
+def _embedded_parties(msg: "ParsedMessage") -> tuple[bool, bool, bool]:
+    """Whether an embedded message was sent by this sender, to this sender, by this message's recipient."""
     sender = msg.from_.addr if msg.from_ is not None else ""
-    return bool(sender) and any(m.from_ is not None and m.from_.addr == sender for m in msg.forwarded)
-
-
-def _sent_to_sender(msg: "ParsedMessage") -> bool:
-    sender = msg.from_.addr if msg.from_ is not None else ""
-    return bool(sender) and any(sender in {a.addr for a in (*m.to, *m.cc)} for m in msg.forwarded)
-
-
-def _from_recipient(msg: "ParsedMessage") -> bool:
     recipients = {a.addr for a in (*msg.to, *msg.cc)} - {""}
-    return any(m.from_ is not None and m.from_.addr in recipients for m in msg.forwarded)
+    senders = {m.from_.addr for m in msg.forwarded if m.from_ is not None}
+    return (bool(sender) and sender in senders,
+            bool(sender) and any(sender in {a.addr for a in (*m.to, *m.cc)} for m in msg.forwarded),
+            bool(senders & recipients))
 
 
 def _block(codes: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
