@@ -119,20 +119,38 @@ trusted_authserv_ids = ["{AUTHSERV_ID}"]
 
     def run_once(self) -> float:
         """`guard run --once`; returns its wall time in seconds (its CPU seconds, user + system,
-        its parse worker included, are left in ``last_cpu``)."""
+        its parse worker included, are left in ``last_cpu``; the CPU seconds of guard's main
+        process, its worker, the SMTP test server and Dovecot while it ran, sampled from /proc, in
+        ``last_breakdown``: see :class:`CpuSampler`)."""
         import resource
 
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sampler = CpuSampler(self)
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
-            rc = subprocess.run(self.guard_cmd("--once"), cwd=REPO, env=self.guard_env(), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+            proc = subprocess.Popen(self.guard_cmd("--once"), cwd=REPO, env=self.guard_env(), stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            sampler.start(proc.pid)
+            try:
+                rc = proc.wait()
+            finally:
+                sampler.stop()
         wall = time.monotonic() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.last_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        self.last_user = ru1.ru_utime - ru0.ru_utime
+        self.last_breakdown = sampler.result(wall)
         if rc != 0:
             raise SystemExit(f"guard run --once failed ({rc}):\n{self.log.read_text()[-3000:]}")
         return wall
+
+    def pid_of(self, what: str) -> int | None:
+        """The pid of the stack's SMTP server ("smtp") or Dovecot's master ("dovecot"), from its pid file."""
+        path = self.mail_dir / "smtp.pid" if what == "smtp" else self.mail_dir / "dovecot" / "run" / "master.pid"
+        try:
+            return int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def start_guard(self, timeout: float = 60) -> None:
         self._logf = open(self.log, "ab")
@@ -168,6 +186,105 @@ trusted_authserv_ids = ["{AUTHSERV_ID}"]
     def sink_count(self) -> int:
         d = self.mail_dir / "smtp-sink"
         return sum(1 for p in d.glob("*.eml") if not p.name.startswith(".")) if d.is_dir() else 0
+
+
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[int, float, float] | None:
+    """(parent pid, user seconds, system seconds) of a process; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[11]) / _HZ, int(fields[12]) / _HZ
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(all CPU seconds, busy CPU seconds) of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) / _HZ, (sum(v) - v[3] - v[4]) / _HZ
+
+
+class CpuSampler:
+    """Where the CPU went while guard ran: guard's main process, its parse worker(s), the SMTP test
+    server and Dovecot (its master's children: imap, lmtp, auth...), and the whole machine.
+
+    A thread reads /proc every 50 ms and keeps each process's latest user + system time, so the
+    processes that end during the run (guard's worker, Dovecot's imap session) count up to their
+    last sample (at most 50 ms short each). For the bench's report, not for exact accounting:
+    ``last_cpu`` (getrusage) stays the figure for guard as a whole."""
+
+    PERIOD = 0.05
+
+    def __init__(self, stack: "Stack") -> None:
+        self.smtp = stack.pid_of("smtp")
+        self.dovecot = stack.pid_of("dovecot")
+        self.base: dict[int, float] = {}
+        for pid in (self.smtp, self.dovecot, *self._children(self.dovecot)):
+            st = _proc_stat(pid) if pid else None
+            if st is not None:
+                self.base[pid] = st[1] + st[2]
+        self.seen: dict[int, tuple[str, float, float]] = {}
+        self.guard: int | None = None
+        self._stop = False
+        self._thread = None
+        self.machine0 = _machine_busy()
+
+    @staticmethod
+    def _children(pid: int | None) -> list[int]:
+        if not pid:
+            return []
+        out = []
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+        return out
+
+    def start(self, guard_pid: int) -> None:
+        import threading
+
+        self.guard = guard_pid
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        roles = {self.guard: "guard_main", self.smtp: "smtp_server", self.dovecot: "dovecot"}
+        roles.update({pid: "guard_worker" for pid in self._children(self.guard)})
+        roles.update({pid: "dovecot" for pid in self._children(self.dovecot)})
+        for pid, role in roles.items():
+            st = _proc_stat(pid) if pid else None
+            if st is not None:
+                self.seen[pid] = (role, st[1], st[2])
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._sample()
+            time.sleep(self.PERIOD)
+
+    def stop(self) -> None:
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join()
+        self.machine1 = _machine_busy()
+
+    def result(self, wall: float) -> dict:
+        """CPU seconds per role (``guard_main_user`` and ``guard_main_system`` apart), and the
+        machine's busy CPU seconds against its capacity over the run."""
+        out: dict[str, float] = {}
+        for pid, (role, user, system) in self.seen.items():
+            used = user + system - self.base.get(pid, 0.0)
+            out[role] = out.get(role, 0.0) + used
+            if role == "guard_main":
+                out["guard_main_user"], out["guard_main_system"] = user, system
+        total, busy = (b - a for a, b in zip(self.machine0, self.machine1))
+        out["machine_busy"], out["machine_capacity"] = busy, total
+        return {k: round(v, 3) for k, v in out.items()}
 
 
 #: the institute's receiving server in the benchmark stack (guard answers only senders it authenticated)

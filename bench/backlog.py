@@ -68,6 +68,7 @@ def one(count: int, args) -> dict:
         load_before = [round(x, 2) for x in os.getloadavg()]
         total = st.run_once()
         cpu = st.last_cpu
+        breakdown = st.last_breakdown
         c = st.imap()
         left = c.select_folder("INBOX")[b"EXISTS"]
         c.logout()
@@ -77,7 +78,8 @@ def one(count: int, args) -> dict:
         db.close()
     done = states.get("done", 0)
     return {"count": n_inbox, "total_s": total, "guard_cpu_s": cpu, "done": done, "left": left, "sent": sent,
-            "states": states, "empty_run_s": startup, "empty_run_cpu_s": startup_cpu, "load_before": load_before}
+            "states": states, "empty_run_s": startup, "empty_run_cpu_s": startup_cpu, "load_before": load_before,
+            "cpu_breakdown_s": breakdown}
 
 
 def main() -> int:
@@ -112,6 +114,16 @@ def main() -> int:
               f"{1000 * r['guard_cpu_s'] / n:>11.2f} {r['empty_run_s'] if r['empty_run_s'] is None else round(r['empty_run_s'], 1)!s:>12}"
               f" {r['sent']:>10}  {r['states']}")
         ok = ok and r["done"] >= n and r["left"] == 0
+    print(f"  CPU ms per message while guard ran (sampled from /proc every 50 ms; machine busy: the share of all "
+          f"{os.cpu_count()} cores' time used by anything):")
+    for r in results:
+        b, n = r["cpu_breakdown_s"], r["count"]
+        per = {k: 1000 * b.get(k, 0.0) / n for k in ("guard_main", "guard_worker", "smtp_server", "dovecot")}
+        other = 1000 * b["machine_busy"] / n - sum(per.values())
+        print(f"  {n:>8}  guard main {per['guard_main']:.2f} (system {1000 * b.get('guard_main_system', 0) / n:.2f}), "
+              f"worker {per['guard_worker']:.2f}, SMTP server {per['smtp_server']:.2f}, Dovecot {per['dovecot']:.2f}, "
+              f"anything else {other:.2f} (kernel threads, other jobs); "
+              f"machine busy {100 * b['machine_busy'] / max(b['machine_capacity'], 1e-9):.0f} %")
     big = [r for r in results if r["count"] >= 10_000]
     if big:
         t = big[-1]["total_s"]

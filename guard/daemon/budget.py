@@ -144,7 +144,11 @@ class ProcessAnalyser:
         worker could start it (the previous result's arrival): past it the worker is killed, that
         message gets :class:`BudgetExceeded` and the rest go to a new worker. Returns, per message in
         order, its :class:`Analysed` or the exception (:class:`BudgetExceeded`, :class:`WorkerDied`,
-        :class:`AnalysisFailed`) that :meth:`analyse` would have raised."""
+        :class:`AnalysisFailed`) that :meth:`analyse` would have raised.
+
+        A result already waiting in the pipe is taken without arming a reader and a timer for it
+        (the worker ahead of the event loop: the common case in a backlog); it came back within
+        its budget, as it would have been seen to at once had the event loop been waiting."""
         out: list[Analysed | Exception] = []
         loop = asyncio.get_running_loop()
         while len(out) < len(raws):
@@ -156,13 +160,14 @@ class ProcessAnalyser:
             writer = loop.run_in_executor(None, _send_all, conn, todo)
             try:
                 for _ in todo:
-                    ready = loop.create_future()
-                    fd = conn.fileno()
-                    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-                    try:
-                        await asyncio.wait_for(ready, self.budget_seconds)
-                    finally:
-                        loop.remove_reader(fd)
+                    if not conn.poll(0):
+                        ready = loop.create_future()
+                        fd = conn.fileno()
+                        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+                        try:
+                            await asyncio.wait_for(ready, self.budget_seconds)
+                        finally:
+                            loop.remove_reader(fd)
                     status, value = conn.recv()
                     out.append(value if status == "ok" else AnalysisFailed(value))
             except asyncio.TimeoutError:

@@ -40,6 +40,7 @@ import hashlib
 import logging
 import random
 import secrets
+import sqlite3
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -356,8 +357,25 @@ class Executor:
         many = getattr(self.analyser, "analyse_many", None)
         if many is None or len(begun) == 1:
             return [await self._analyse(row, f) for row, f in begun]
-        got = await many([f.raw for _, f in begun], self.classifier)
+        got = await many([f.raw for _, f in begun], self._classifier_now())
         return [self._analysis_outcome(row, f, a) for (row, f), a in zip(begun, got)]
+
+    def _classifier_now(self):
+        """The classifier to hand the analyser for the next messages.
+
+        One that follows the journal's allow- and denylists (``current()``: the corrections'
+        LiveListsClassifier) is asked for its classifier of the moment here, in the main process,
+        once per batch (the lists change only between reconciles, when corrections are read);
+        the worker then classifies with it as it is, instead of counting the lists in the journal
+        for every message through the SQLite connection it inherited across the fork. New lists
+        give a new classifier, and the analyser a new worker for it (as a reload does)."""
+        current = getattr(self.classifier, "current", None)
+        if current is None:
+            return self.classifier
+        try:
+            return current()
+        except sqlite3.Error:  # the lists cannot be read now: the classifier reads them itself, as before
+            return self.classifier
 
     async def _analyse(self, row: Row, f: Fetched) -> Analysed | Outcome:
         """Parse and classify under the time budget (outside the event loop).
@@ -365,7 +383,7 @@ class Executor:
         An outcome instead when that failed: "poison" (past the budget: at once; otherwise after
         ``max_attempts``) or "error" (retried at the next reconcile)."""
         try:
-            a = await self.analyser.analyse(f.raw, self.classifier)
+            a = await self.analyser.analyse(f.raw, self._classifier_now())
         except (BudgetExceeded, WorkerDied, AnalysisFailed) as exc:
             a = exc
         return self._analysis_outcome(row, f, a)

@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+from guard.mail.textutil import mask_card_numbers
 from guard.respond.prepare import LOOP_ALERT, TO_COORDINATOR
 
 MIGRATIONS: list[str] = [
@@ -258,12 +259,17 @@ class Outgoing:
 PURGED = "x''"
 
 
-def _masked(value):
-    """Card numbers masked in every string of ``value`` (a str, or JSON-like lists and dicts)."""
-    from guard.mail.textutil import mask_card_numbers
+#: the shortest text a card number can be (13 digits): a shorter string is returned without a scan
+_CARD_MIN_CHARS = 13
 
+
+def _masked(value):
+    """Card numbers masked in every string of ``value`` (a str, or JSON-like lists and dicts).
+
+    Called on every string of every verdict (dozens a message: rule ids, categories, tags, most
+    of them short), so a string too short to hold a card number is returned without a scan."""
     if isinstance(value, str):
-        return mask_card_numbers(value)
+        return mask_card_numbers(value) if len(value) >= _CARD_MIN_CHARS else value
     if isinstance(value, dict):
         return {k: _masked(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -297,6 +303,12 @@ class Journal:
             raise ConfigError(f"{self.path}: cannot open the journal: {exc}") from None
         self.db.row_factory = sqlite3.Row
         self._window = _ReplyWindow(self.db)
+        #: mailbox_state's answers (the row changes only through note_uidvalidity), with the
+        #: PRAGMA data_version they were read at (another connection's commit changes it)
+        self._mailbox_states: dict[tuple[str, str], MailboxState] = {}
+        self._mailbox_version = None
+        #: PRAGMA wal_autocheckpoint as opened (mark_sending turns it off for its commit and back on)
+        self._autocheckpoint: int | None = None
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed "sent" survives a power cut, not only a crash of guard
@@ -333,30 +345,49 @@ class Journal:
         return self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
 
     def _tx(self):
-        return _Transaction(self.db, self._window.invalidate)
+        return _Transaction(self.db, self._rolled_back)
+
+    def _rolled_back(self) -> None:
+        """What is kept in memory of the journal's rows may be void after a rollback: dropped."""
+        self._window.invalidate()
+        self._mailbox_states.clear()
 
     def transaction(self):
         """One transaction around several journal calls (one commit, one fsync): a batch of
         messages. The journal's own methods nest inside it as savepoints."""
-        return _Transaction(self.db, self._window.invalidate)
+        return _Transaction(self.db, self._rolled_back)
 
     def close(self) -> None:
         self.db.close()
 
     # -- mailboxes ---------------------------------------------------------------------
     def mailbox_state(self, account: str, mailbox: str, now: datetime) -> MailboxState:
-        """The mailbox's state; the first call for a mailbox records ``now`` as its first start."""
+        """The mailbox's state; the first call for a mailbox records ``now`` as its first start.
+
+        Asked for every decision (the reply gate's backlog rule): the answer is kept until
+        :meth:`note_uidvalidity` changes the row, a rollback, or another connection's commit."""
+        key = (account, mailbox)
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._mailbox_version:
+            self._mailbox_states.clear()
+            self._mailbox_version = version
+        state = self._mailbox_states.get(key)
+        if state is not None:
+            return state
         with self._tx():
             self.db.execute("INSERT OR IGNORE INTO mailboxes (account, mailbox, first_start) VALUES (?, ?, ?)",
                             (account, mailbox, _ts(now)))
             r = self.db.execute("SELECT * FROM mailboxes WHERE account=? AND mailbox=?", (account, mailbox)).fetchone()
-        return MailboxState(r["uidvalidity"], _dt(r["first_start"]), _dt(r["uidvalidity_reset"]))
+        state = self._mailbox_states[key] = MailboxState(r["uidvalidity"], _dt(r["first_start"]),
+                                                         _dt(r["uidvalidity_reset"]))
+        return state
 
     def note_uidvalidity(self, account: str, mailbox: str, uidvalidity: int, now: datetime) -> bool:
         """Record the mailbox's UIDVALIDITY; True when it changed (cached UIDs are void)."""
         state = self.mailbox_state(account, mailbox, now)
         if state.uidvalidity == uidvalidity:
             return False
+        self._mailbox_states.pop((account, mailbox), None)
         with self._tx():
             reset = _ts(now) if state.uidvalidity is not None else None
             self.db.execute("UPDATE mailboxes SET uidvalidity=?, uidvalidity_reset=COALESCE(?, uidvalidity_reset) "
@@ -522,7 +553,9 @@ class Journal:
         an intent again and goes out once more (the only way left to a duplicate)."""
         relax = not self.db.in_transaction
         if relax:
-            checkpoint = self.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            if self._autocheckpoint is None:
+                self._autocheckpoint = self.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+            checkpoint = self._autocheckpoint
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA wal_autocheckpoint=0")
         try:

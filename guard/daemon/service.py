@@ -28,7 +28,7 @@ from guard.daemon.mailer import Mailer, NullMailer, SmtpPool
 from guard.paths import shipped
 from guard.respond.prepare import Env, gate_config
 from guard.respond.policy import Policy, load_policy
-from guard.respond.render import Identity, Renderer
+from guard.respond.render import Identity, Renderer, TemplateCodeCache
 from guard.settings import GuardSettings
 
 log = logging.getLogger("guard.daemon.service")
@@ -49,10 +49,14 @@ class Backoff:
 
 
 def load_policy_and_templates(settings: GuardSettings) -> tuple[Policy, Renderer]:
-    """The decision table and the templates, checked against each other (start-up)."""
+    """The decision table and the templates, checked against each other (start-up). The compiled
+    templates are kept in guard's cache directory between starts (:class:`TemplateCodeCache`)."""
+    from guard.cache import cache_dir
+
     d = settings.daemon
     renderer = Renderer(d.templates_dir or shipped("templates"), d.language, fallback=d.reply_fallback(),
-                        coordinator_language=d.coordinator_lang())
+                        coordinator_language=d.coordinator_lang(),
+                        bytecode_cache=TemplateCodeCache.under(cache_dir()))
     renderer.check()
     policy = load_policy(d.policy_file or shipped("rules") / "policy.toml", templates=renderer.templates())
     return policy, renderer

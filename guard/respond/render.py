@@ -262,8 +262,11 @@ class Renderer:
     at construction (see :class:`_Loaded`): what :meth:`check` validated is what is rendered."""
 
     def __init__(self, templates_dir: Path, default_language: str = "en", *, fallback=None,
-                 coordinator_language: str | None = None) -> None:
+                 coordinator_language: str | None = None,
+                 bytecode_cache: jinja2.BytecodeCache | None = None) -> None:
         self.root = Path(templates_dir)
+        #: where compiled templates are kept between processes (see :class:`TemplateCodeCache`); None: not kept
+        self.bytecode_cache = bytecode_cache
         self.default_language = default_language
         #: the fallback order of replies (a language without templates, or one that cannot be told)
         self.fallback = tuple(dict.fromkeys(fallback or (default_language, "en")))
@@ -298,6 +301,7 @@ class Renderer:
                 trim_blocks=True,
                 lstrip_blocks=True,
                 auto_reload=False,
+                bytecode_cache=self.bytecode_cache,
             )
             env = self._envs[language]
             env.filters["event_dates"] = lambda ev, _l=language: facts.format_dates(ev["start"], ev["end"], _l) if ev else ""
@@ -357,6 +361,44 @@ class Renderer:
                         self.render(name, sample, lang)
                 except jinja2.TemplateError as exc:
                     raise ConfigError(f"{self.root / lang / name}: {type(exc).__name__}: {exc}") from None
+
+
+class TemplateCodeCache(jinja2.FileSystemBytecodeCache):
+    """Compiled templates kept in ``directory`` (the daemon: in guard's cache, see guard/cache.py),
+    so that a start loads them instead of compiling every template of every language again (about
+    0.3 s of each ``guard run``). Jinja keys an entry by the template's name and file and checks it
+    against a hash of the source, so an edited template is compiled afresh; the directory name
+    carries what else the code depends on (Jinja's version and the options of :meth:`Renderer.env`).
+    Entries are written whole (a temporary file renamed); one that cannot be read is compiled again,
+    and one that cannot be written is not kept: the cache is never needed."""
+
+    #: the Environment options of Renderer.env that change the compiled code (part of the directory name)
+    OPTIONS = "strict|autoescape=html.j2,html|keep_trailing_newline|trim_blocks|lstrip_blocks"
+
+    @classmethod
+    def under(cls, base: Path | None) -> "TemplateCodeCache | None":
+        """The cache in a directory under ``base`` (None without a base, or when it cannot be made)."""
+        if base is None:
+            return None
+        key = hashlib.sha256(f"{jinja2.__version__}|{cls.OPTIONS}".encode()).hexdigest()[:16]
+        directory = Path(base) / f"templates-{key}"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        return cls(str(directory))
+
+    def load_bytecode(self, bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except Exception:  # damaged: compiled again (and written anew)
+            bucket.reset()
+
+    def dump_bytecode(self, bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:  # not writable: not kept
+            pass
 
 
 # -- the values templates see ------------------------------------------------------------
@@ -558,13 +600,86 @@ def _header_line(name: str, value) -> bytes:
         key = None
     line = _HEADER_LINES.get(key) if key is not None else None
     if line is None:
-        stored_name, header = _SMTP.header_store_parse(name, value)  # raises on CR/LF in a str value
-        line = _SMTP.fold_binary(stored_name, header)
+        line = _plain_line(name, value)
+        if line is None:
+            stored_name, header = _SMTP.header_store_parse(name, value)  # raises on CR/LF in a str value
+            line = _SMTP.fold_binary(stored_name, header)
         if key is not None:
             if len(_HEADER_LINES) >= _HEADER_LINES_MAX:
                 _HEADER_LINES.clear()
             _HEADER_LINES[key] = line
     return line
+
+
+# -- header lines the policy would write unchanged ----------------------------------------
+#
+# Most lines of a reply are new for every message (its Message-ID, the multipart boundary, the
+# participant's address and subject), so the memo above rarely has them, and parsing and folding
+# each with the email package costs more than the rest of the message. Where the policy's output is
+# known exactly -- a line of plain ASCII words that fits, which it writes as it is, and the
+# boundary line whose shape never changes -- it is written here; anything else (non-ASCII, specials
+# that need quoting, what looks like an encoded word, a line to fold) goes to the policy as before.
+# tests/unit/daemon/test_backlog_render.py compares the two on generated values.
+
+#: printable ASCII words separated by single spaces (no leading or trailing space)
+_PLAIN_TEXT = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+#: a display name of letters and digits only: an RFC 5322 phrase of atoms, never quoted
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9]+(?: [A-Za-z0-9]+)*")
+#: a local part and a domain the address header writes as they are (dot-atoms of common characters)
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
+_PLAIN_DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+#: guard's own Message-IDs: <guard.TOKEN.N@domain>
+_PLAIN_MSG_ID = re.compile(r"<[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>")
+#: the multipart boundary header of _alternative_bytes, its boundary from _boundary()
+_MULTIPART = re.compile(r'multipart/(alternative|mixed); boundary="=_guard_([0-9a-f]{32})"')
+_BOUNDARY_SHAPE = "0" * 32
+#: header lines fit in 78 characters (the policy's max_line_length) unfolded
+_LINE_MAX = 78
+
+
+def _plain_line(name: str, value) -> bytes | None:
+    """The line the policy writes for ``name: value`` when it writes it unchanged (or, for the
+    boundary line, folded the same way for every boundary); None: ask the policy."""
+    lname = name.lower()
+    if type(value) is Address and lname in ("to", "reply-to", "from", "cc"):
+        local, domain, display = value.username, value.domain, value.display_name
+        if not (_PLAIN_LOCAL.fullmatch(local) and _PLAIN_DOMAIN.fullmatch(domain)):
+            return None
+        if display:
+            if not _PLAIN_NAME.fullmatch(display):
+                return None
+            text = f"{name}: {display} <{local}@{domain}>"
+        else:
+            text = f"{name}: {local}@{domain}"
+        return (text + "\r\n").encode("ascii") if len(text) <= _LINE_MAX else None
+    if not isinstance(value, str):
+        return None
+    if lname == "subject":
+        if "=?" in value or not _PLAIN_TEXT.fullmatch(value):
+            return None
+    elif lname == "message-id":
+        if not _PLAIN_MSG_ID.fullmatch(value):
+            return None
+    elif lname == "content-type":
+        m = _MULTIPART.fullmatch(value)
+        if m is None or name != "Content-Type":
+            return None
+        # the policy's line for a boundary of the same shape (every boundary folds alike)
+        return _MULTIPART_LINES[m.group(1)].replace(_BOUNDARY_SHAPE.encode("ascii"), m.group(2).encode("ascii"))
+    else:
+        return None
+    text = f"{name}: {value}"
+    return (text + "\r\n").encode("ascii") if len(text) <= _LINE_MAX else None
+
+
+def _policy_line(name: str, value: str) -> bytes:
+    stored_name, header = _SMTP.header_store_parse(name, value)
+    return _SMTP.fold_binary(stored_name, header)
+
+
+#: the Content-Type lines of guard's multipart messages, folded by the policy, with a boundary of the shape
+_MULTIPART_LINES = {subtype: _policy_line("Content-Type", f'multipart/{subtype}; boundary="=_guard_{_BOUNDARY_SHAPE}"')
+                    for subtype in ("alternative", "mixed")}
 
 
 def _header_block(headers: list[tuple[str, object]]) -> bytes:
