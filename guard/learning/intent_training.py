@@ -107,5 +107,45 @@ def cross_validate(rows: Sequence[Row], examples: Sequence[Example], thresholds,
     return predicted  # type: ignore[return-value]
 
 
+def nested_cross_validate(settings, own_dir: Path, public_dirs: Sequence[Path], examples: Sequence[Example],
+                          folds: int = 5, jobs: int = 2,
+                          progress: Callable[[str], None] | None = None) -> list[Labelled]:
+    """Each example's verdict from a pipeline none of whose learned stages saw its scenario group.
+
+    :func:`cross_validate` holds out only the intent model: the scam model whose scores it reads was
+    trained on every own example, so a held-out scam's own text is already known to it and the
+    figure is optimistic. Here each fold trains the scam model afresh (the public corpus and the own
+    examples outside the fold, the same rows as ``guard train``), computes the intent stage's rows
+    with that model, trains the intent model on the fold's training rows and decides the rest. It
+    costs a full training per fold (minutes), so it is asked for (``guard evaluate --pipeline-only
+    --nested``), never run by default."""
+    from sklearn.model_selection import GroupKFold  # noqa: PLC0415
+
+    from guard.classification import model as scam_model  # noqa: PLC0415
+    from guard.classification.assemble import build_classifier  # noqa: PLC0415
+
+    say = progress or (lambda m: None)
+    samples = scam_model.collect_samples(own_dir, public_dirs, warn=say)
+    ts = scam_model.build_training_set(samples, jobs=jobs, progress=say)
+    index = {e.path.resolve(): i for i, e in enumerate(examples)}
+    #: per training row, the example it belongs to (None: a public or extra row, in every fold)
+    row_example = [index.get(ts.samples[r[0]].path.resolve()) if ts.samples[r[0]].source == "own" else None
+                   for r in ts.rows]
+    groups = [e.group for e in examples]
+    predicted: list[Labelled | None] = [None] * len(examples)
+    for k, (train_idx, test_idx) in enumerate(GroupKFold(n_splits=folds).split(np.zeros(len(examples)), groups=groups)):
+        held = set(int(i) for i in test_idx)
+        keep = [r for r, ex in zip(ts.rows, row_example) if ex is None or ex not in held]
+        model = scam_model.fit_model([r[1] for r in keep], [r[2] for r in keep], [r[3] for r in keep],
+                                     [r[4] for r in keep], check=False)
+        say(f"fold {k + 1}/{folds}: scam model on {len(keep)} rows ({len(held)} own examples held out)")
+        base = build_classifier(settings, model=model, intent=None)
+        rows = rows_of(base, examples)
+        intent = fit_rows([rows[i] for i in train_idx], [examples[i] for i in train_idx])
+        for i, lab in zip(test_idx, decide_rows(intent, [rows[i] for i in test_idx], settings.thresholds)):
+            predicted[i] = lab
+    return predicted  # type: ignore[return-value]
+
+
 def truth_of(examples: Sequence[Example]) -> list[Labelled]:
     return [Labelled(e.category, e.paid) for e in examples]
