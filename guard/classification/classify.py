@@ -48,9 +48,14 @@ class Classifier:
             model_p = float(self.model.scam_probability(msg))
         view = MessageView(msg, inner.category if inner else None, model_p)
         hits = evaluate(self.ruleset, view, self.context)
-        return self._verdict(msg, hits, inner, model_p)
+        return self._verdict(msg, hits, inner, model_p, with_intent=not _inner)
 
-    def _verdict(self, msg: ParsedMessage, hits: list, inner: Verdict | None, model_p: float | None) -> Verdict:
+    def _verdict(self, msg: ParsedMessage, hits: list, inner: Verdict | None, model_p: float | None,
+                 with_intent: bool = True) -> Verdict:
+        """The verdict from the rule hits. An embedded message (``with_intent`` False) is decided
+        by its rules and the scam model alone: the intent model reads an author's own words
+        above what they embed, and it is trained on rows whose embedded verdicts were decided
+        that way (guard/learning/intent_training.py), so the two must agree."""
         scores = {t: 0.0 for t in CATEGORY_TAGS}
         reasons = []
         for rule in hits:
@@ -61,7 +66,8 @@ class Classifier:
                 if tag in scores:
                     scores[tag] += spec.score
             reasons.append(Reason(spec.id, spec.description, spec.score, tuple(spec.tags)))
-        intent = self.intent.probabilities(msg, scores, model_p, inner) if self.intent is not None else None
+        intent = (self.intent.probabilities(msg, scores, model_p, inner)
+                  if self.intent is not None and with_intent else None)
         evidence = Evidence(
             scores=scores,
             embedded=bool(msg.forwarded) and msg.forward_style != "quoted",

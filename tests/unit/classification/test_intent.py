@@ -155,3 +155,26 @@ def test_the_rule_behind_inner_official_exists():
     from guard.settings import load_settings
 
     assert intent.INNER_OFFICIAL_RULE in {r.id for r in load_rules(load_settings(None)).rules}
+
+
+def test_an_embedded_message_is_decided_as_in_training_without_the_intent_model():
+    """The intent model's training rows carry embedded verdicts decided by rules and the scam model
+    alone; at run time the embedded message is decided the same way, with or without an intent model."""
+    from guard.classification.assemble import build_classifier
+    from guard.settings import load_settings
+
+    from guard.classification.model_loader import load_default_model
+
+    settings = load_settings(None)
+    full = build_classifier(settings, model=load_default_model(settings))
+    assert full.intent is not None
+    base = build_classifier(settings, model=full.model, intent=None)
+    for raw in (b"From: a@uni.example\nSubject: Fwd: Hotel\n\nIs this real?\n\n---------- Forwarded message ---------\n"
+                b"From: Desk <desk@stays.example>\nSubject: Hotel\n\nDear speaker, pay the deposit for your room by card "
+                b"today or lose the reservation.\n",
+                b"From: a@uni.example\nSubject: RE: Your visa letter\n\nThank you.\n\n"
+                b"From: Office <events@crm.cat>\nSent: Monday, 5 January 2026 10:02\nTo: a@uni.example\n"
+                b"Subject: Your visa letter\n\nDear participant, the letter is attached.\n"):
+        got, want = full.classify(parse(raw)).inner, base.classify(parse(raw)).inner
+        assert got is not None
+        assert (got.category, got.score, got.reasons) == (want.category, want.score, want.reasons)
