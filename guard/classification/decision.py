@@ -19,13 +19,19 @@ The stages before it (in :mod:`guard.classification.classify`) are read in this 
                      author doubts it (P(report) >= DOUBT_P), or a quoted thread holds a suspect
                      message, or the author describes or doubts one (P(report) >= DESCRIBED_P),
                      and the author is not scam-like; ``paid`` when P(paid) >= P(doubt)
- 3      scam         scam score >= T_scam, or P(scam) >= SCAM_P
- 4      suspicious   scam score >= T_suspicious, or P(scam) >= SUSPICIOUS_P (the review band)
+ 3      scam         P(scam) >= SCAM_P, or scam score >= T_scam and P(scam) >= RULES_COUNT_P
+ 4      suspicious   P(scam) >= SUSPICIOUS_P (the review band), or scam score >= T_suspicious and
+                     P(scam) >= RULES_COUNT_P
  5      automated    P(automated) >= AUTOMATED_P
  6      inquiry      P(ask) >= ASK_P or P(ask) >= P(inform), or inquiry score >= T_inquiry:
                      inquiry when unsure, because a person then reads it
  7      other        otherwise
 =====  ===========  ===========================================================================
+
+The scam rules' sum is evidence the learned stage already reads (as features); it decides on
+its own only where that stage has not ruled scam out (P(scam) >= RULES_COUNT_P). A participant
+asking for their own visa letter hits the rules about passports and visa-letter fees, and the
+learned stage, which reads who asks whom, is the one to say that this is no scam.
 
 Without an intent model (``guard classify --no-model``) the rule-score table of
 :func:`rule_table` decides, as before the model existed.
@@ -43,6 +49,9 @@ SUSPICIOUS_P = 0.50
 AUTOMATED_P = 0.60
 ASK_P = 0.30
 DOUBT_P = 0.40
+#: below this P(scam) the scam rules' sum does not make a message scam or suspicious (grouped CV
+#: of the own examples: inquiries routed 95.7 -> 96.1 %, scams quarantined 92.6 -> 92.4 %)
+RULES_COUNT_P = 0.05
 DESCRIBED_P = 0.45  # chosen by grouped CV of the own examples (0.60: reports 87.3 %, 0.45: 90.7 %, inquiries 95.5 -> 95.3 %)
 
 
@@ -76,7 +85,8 @@ def decide(e: Evidence, t: ThresholdSettings) -> tuple[str, bool, tuple[Reason, 
 
     # automated markers are the sender's to set: they never outweigh scam evidence (a phishing mail
     # from "noreply@" is quarantined, not filed as a notification)
-    scam_evidence = s.get("scam", 0.0) >= t.scam or p["scam"] >= SCAM_P
+    rule_scam = s.get("scam", 0.0) if p["scam"] >= RULES_COUNT_P else 0.0
+    scam_evidence = rule_scam >= t.scam or p["scam"] >= SCAM_P
     if s.get("automated", 0.0) >= t.automated and not (suspect_inside and p_report >= DOUBT_P) and not scam_evidence:
         return "automated", False, tuple(reasons)
 
@@ -98,9 +108,9 @@ def decide(e: Evidence, t: ThresholdSettings) -> tuple[str, bool, tuple[Reason, 
     if author_scamlike:
         reasons.append(_reason("AUTHOR_SCAM_LIKE", f"The writer's own words read like a scam (learned, P={p['scam']:.2f})",
                                ("scam",)))
-    if s.get("scam", 0.0) >= t.scam or p["scam"] >= SCAM_P:
+    if scam_evidence:
         return "scam", False, tuple(reasons)
-    if s.get("scam", 0.0) >= t.suspicious or p["scam"] >= SUSPICIOUS_P:
+    if rule_scam >= t.suspicious or p["scam"] >= SUSPICIOUS_P:
         return "suspicious", False, tuple(reasons)
     if p["automated"] >= AUTOMATED_P:
         reasons.append(_reason("READS_AUTOMATED", f"Reads as mail no person wrote (learned, P={p['automated']:.2f})",

@@ -10,6 +10,8 @@ Mail clients embed a message in the body in a few shapes, which differ by client
 * Apple Mail:   ``Begin forwarded message:`` then From/Subject/Date/To
 * mobile:       ``-------- Original message --------`` (Android), markers without dashes
 * pasted:       a header block typed or copied by hand, two lines (From, Subject) are enough
+* set off:      a paste quoted with "| " or indented (with or without its headers), ending where
+                the author writes on below it
 * quoted:       a reply thread, ``On ... wrote:`` and ">"-quoted lines (HTML ``<blockquote>``
                 arrives here as ">" lines too, see :func:`guard.mail.message.html_to_text`)
 
@@ -105,14 +107,19 @@ class InlineForward:
 
 
 def _unquote(line: str) -> tuple[str, int]:
-    """The line without its ">" quote prefix, and the quote depth (bounded work)."""
+    """The line without its quote prefix, and the quote depth (bounded work).
+
+    The prefix is ">" (RFC 3676 and every client's reply) or "|" followed by a space (a paste
+    quoted by hand, some clients' quoting); a line that starts and ends with "|" is a table row,
+    not a quote."""
     s = line[:MAX_LINE]
     depth = 0
     i = 0
     n = len(s)
+    pipes = "|" in s and not (s.rstrip().endswith("|") and s.count("|") >= 2)
     while i < n and depth < 20:
         c = s[i]
-        if c == ">":
+        if c == ">" or (c == "|" and pipes and (i + 1 == n or s[i + 1] in " \t")):
             depth += 1
             i += 1
         elif c in " \t" and depth:
@@ -195,11 +202,13 @@ def split_inline(text: str) -> InlineForward | None:
     """Find the first embedded message in ``text`` (see the module docstring)."""
     lines = text.split("\n", MAX_SCAN_LINES)[:MAX_SCAN_LINES]
     limit = len(lines)
+    prev = None  # the last non-blank line before i
     for i in range(limit):
         line, depth = _unquote(lines[i])
         stripped = line.strip()
         if not stripped:
             continue
+        before, prev = prev, i
         style = _marker_style(stripped)
         if style is not None:
             block = _header_block(lines, i + 1)
@@ -226,7 +235,51 @@ def split_inline(text: str) -> InlineForward | None:
             quoted = _quoted_run(lines, i)
             if quoted is not None and quoted[1] - quoted[0] >= 2:
                 return _quoted(lines, i, "", quoted, own_end=i)
+        elif before is not None and _indent(lines[i]) >= _PASTE_INDENT > _indent(lines[before]):
+            # a paste set off by indentation below the author's own line
+            end = _indented_run(lines, i)
+            if end is not None:
+                body = "\n".join(x.strip() for x in lines[i:end])
+                own = (_own(lines, i) + "\n\n" + "\n".join(x for x in lines[end:] if not _unquote(x)[1])).strip()
+                return InlineForward(own, "\n\n" + body.strip() + "\n", "pasted")
     return None
+
+
+#: an indented paste: lines indented by at least this much, at least this many of them and characters
+_PASTE_INDENT = 4
+_PASTE_LINES = 3
+_PASTE_CHARS = 120
+
+
+def _indent(line: str) -> int:
+    """The line's indentation in columns (a tab counts as four), up to MAX_LINE."""
+    n = 0
+    for c in line[:MAX_LINE]:
+        if c == " ":
+            n += 1
+        elif c == "\t":
+            n += 4
+        else:
+            return n
+    return 0  # a blank line has no indentation
+
+
+def _indented_run(lines: list[str], start: int) -> int | None:
+    """The end of the indented paste starting at ``start`` (blank lines allowed inside), or None
+    when it is too short to be a message."""
+    i, n, count, chars, last = start, len(lines), 0, 0, start
+    while i < n:
+        line = lines[i]
+        if line.strip():
+            if _indent(line) < _PASTE_INDENT:
+                break
+            count += 1
+            chars += len(line.strip())
+            last = i
+        i += 1
+    if count < _PASTE_LINES or chars < _PASTE_CHARS:
+        return None
+    return last + 1
 
 
 def _quoted_run(lines: list[str], start: int) -> tuple[int, int] | None:
@@ -289,8 +342,41 @@ _HEADER_NAMES = {"from": "From", "to": "To", "cc": "Cc", "date": "Date", "subjec
 
 def _build(lines: list[str], marker: int, headers, body_start: int, style: str) -> InlineForward:
     head = "\n".join(f"{_HEADER_NAMES[k]}: {_clean_value(k, v)}" for k, v in headers)
-    body = "\n".join(_unquote(x)[0] for x in lines[body_start:]).strip()
-    return InlineForward(_own(lines, marker), head + "\n\n" + body + "\n", style)
+    end = _set_off_end(lines, marker + 1, body_start)
+    body = "\n".join(_unquote(x)[0] for x in lines[body_start:end]).strip()
+    own = _own(lines, marker)
+    after = "\n".join(x for x in lines[end:] if not _unquote(x)[1]).strip()
+    return InlineForward(own + "\n\n" + after if own and after else own or after, head + "\n\n" + body + "\n", style)
+
+
+def _set_off_end(lines: list[str], first: int, body_start: int) -> int:
+    """Where an embedded message set off from the author's text ends.
+
+    A message pasted indented or quoted ("> ", "| ") ends at the first line that is neither (the
+    author writing on below it: "I have cancelled the card"); what follows is the author's again.
+    A forward that is not set off runs to the end of the text, as mail clients write it."""
+    n = len(lines)
+    while first < n and not lines[first].strip():
+        first += 1
+    if first >= n:
+        return n
+    ref = lines[first]
+    quoted = _unquote(ref)[1] > 0
+    indented = not quoted and len(ref) - len(ref.lstrip(" \t")) >= 2
+    if not (quoted or indented):
+        return n
+    j = body_start
+    while j < n and not lines[j].strip():
+        j += 1
+    if j < n and not (_unquote(lines[j])[1] if quoted else lines[j][:1] in " \t"):
+        return n  # only the headers were set off: the body is not, and runs on
+    for j in range(body_start, n):
+        line = lines[j]
+        if not line.strip():
+            continue
+        if (quoted and not _unquote(line)[1]) or (indented and line[:1] not in " \t"):
+            return j
+    return n
 
 
 def strip_quoted(text: str) -> str:

@@ -59,8 +59,20 @@ def test_a_quoted_genuine_thread_is_not_a_report():
 def test_scam_and_the_review_band():
     assert category(ev(p(scam=0.85))) == "scam"
     assert category(ev(p(scam=0.6))) == "suspicious"
-    assert category(ev(p(ask=0.6), scores={"scam": T.scam})) == "scam"
-    assert category(ev(p(ask=0.6), scores={"scam": T.suspicious})) == "suspicious"
+    assert category(ev(p(ask=0.6, scam=0.1), scores={"scam": T.scam})) == "scam"
+    assert category(ev(p(ask=0.6, scam=0.1), scores={"scam": T.suspicious})) == "suspicious"
+
+
+def test_the_rule_sum_decides_only_where_the_learned_stage_has_not_ruled_scam_out():
+    """A participant asking for their own visa letter hits passport and visa-fee rules: the learned
+    stage, sure it is no scam, decides; the same sum with some learned doubt still quarantines."""
+    from guard.classification.decision import RULES_COUNT_P
+
+    below = RULES_COUNT_P / 2
+    assert category(ev(p(ask=0.9, scam=below), scores={"scam": T.scam})) == "inquiry"
+    assert category(ev(p(ask=0.9, scam=below), scores={"scam": T.suspicious})) == "inquiry"
+    assert category(ev(p(ask=0.6, scam=RULES_COUNT_P), scores={"scam": T.scam})) == "scam"
+    assert category(ev(p(scam=0.85))) == "scam"  # the learned stage alone still quarantines
 
 
 def test_automated_by_headers_first_and_by_intent_later():

@@ -157,7 +157,19 @@ def _quoted(lang):
     return f"{own}\n\n{attribution.format(who=WHO)}\n{quoted}\n"
 
 
-PLAIN_FORMATS = {"gmail": _gmail, "gmail-english-labels": _gmail_english_labels, "outlook-line": _outlook_line,
+def _pipe_quoted(lang):
+    """A paste quoted by hand with "| " (headers kept), as some clients and people quote."""
+    own, _, lab, *_ = LANGS[lang]
+    return f"{own}\n\n| {lab[0]}: {WHO}\n| {lab[3]}: {SUBJECT}\n|\n| {SUSPECT_TEXT}\n"
+
+
+def _indented(lang):
+    """A paste set off by indentation, headers and text."""
+    own, _, lab, *_ = LANGS[lang]
+    return f"{own}\n\n    {lab[0]}: {WHO}\n    {lab[3]}: {SUBJECT}\n\n    {SUSPECT_TEXT}\n"
+
+
+PLAIN_FORMATS = {"pipe-quoted": _pipe_quoted, "indented": _indented, "gmail": _gmail, "gmail-english-labels": _gmail_english_labels, "outlook-line": _outlook_line,
                  "outlook-bare": _outlook_bare, "outlook-original": _outlook_original, "apple": _apple,
                  "apple-own-labels": _apple_own_labels, "thunderbird": _thunderbird,
                  "thunderbird-own-labels": _thunderbird_own_labels, "android": _android,
@@ -184,6 +196,42 @@ def test_inline_embedded_message_is_found(fmt, lang):
     if fmt not in ("quoted",):
         assert inner.subject == SUBJECT
     assert m.forward_style == ("quoted" if fmt == "quoted" else m.forward_style)
+
+
+@pytest.mark.parametrize("fmt", ["pipe-quoted", "indented", "quoted"])
+def test_the_authors_words_below_a_set_off_paste_are_the_authors(fmt):
+    """A paste set off by "| ", ">" or indentation ends where the author writes on below it."""
+    after = "I already paid them 200 euros by card."
+    m = parse(_plain_message(PLAIN_FORMATS[fmt]("en") + "\n" + after + "\n"))
+    assert m.forwarded and "card number" in m.forwarded[0].text
+    assert after not in m.forwarded[0].text
+    assert after in m.text and "card number" not in m.text
+
+
+def test_an_indented_paste_without_headers_is_embedded():
+    paste = "\n".join("    " + x for x in ("Dear participant,", "your room is pending validation. To keep it,",
+                                             "pay the deposit of 275 EUR by card on our platform today:",
+                                             "https://stays-booking.example/pay", "Accommodation Office"))
+    m = parse(_plain_message(f"Dear office,\n\nI received this:\n\n{paste}\n\nI already transferred it. Is it you?\n"))
+    assert m.forwarded and "deposit of 275 EUR" in m.forwarded[0].text
+    assert "deposit of 275" not in m.text and "I already transferred it" in m.text
+
+
+def test_an_indented_signature_is_not_a_paste():
+    m = parse(_plain_message("Dear office, could I get an invoice for my fee?\n\n    Dr. Ana Ruiz\n    Dept. of Maths\n"
+                             "    Universidad de Ejemplo\n", subject="Invoice"))
+    assert m.forwarded == ()
+
+
+def test_a_forward_not_set_off_runs_to_the_end():
+    m = parse(_plain_message(_gmail("en") + "\nRegards, the desk\n"))
+    assert "Regards, the desk" in m.forwarded[0].text
+
+
+def test_a_table_row_is_not_a_quote():
+    m = parse(_plain_message("Dear office, my dates:\n| arrival | 5 May |\n| departure | 9 May |\nThanks\n",
+                             subject="Dates"))
+    assert m.forwarded == () and "arrival" in m.text
 
 
 @pytest.mark.parametrize("lang", sorted(LANGS))
