@@ -32,7 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from guard import campaigns, render  # noqa: E402
+from guard.digest import campaigns  # noqa: E402
+from guard.respond import render  # noqa: E402
 from guard.classification.assemble import build_classifier, load_rules  # noqa: E402
 from guard.daemon.service import load_policy_and_templates  # noqa: E402
 from guard.digest.records import FINGERPRINT_CHARS  # noqa: E402
