@@ -71,8 +71,7 @@ def fresh() -> tuple[datetime, str]:
 def jobs(renderer, ident, items, cold: bool = False):
     def call(fn, **kw):
         if cold:  # nothing memoised: every header parsed and folded again, the event detected again
-            getattr(render, "_HEADER_LINES", {}).clear()
-            render._last_event = None
+            render.clear_memos()
         now, mid = fresh()
         return fn(now=now, message_id=mid, **kw)
 
@@ -91,9 +90,7 @@ def jobs(renderer, ident, items, cold: bool = False):
 
     def inquiry(raw, msg, verdict):
         """What the policy does with an inquiry: a forward and a reply, memos cleared before (a new sender)."""
-        if hasattr(render, "_HEADER_LINES"):
-            render._HEADER_LINES.clear()
-            render._last_event = None
+        render.clear_memos()
         now, mid = fresh()
         a = build_forward(renderer, "forward_summary", raw=raw, msg=msg, verdict=verdict, ident=ident, now=now,
                           message_id=mid)

@@ -44,6 +44,7 @@ import email.message
 import email.policy
 import email.quoprimime
 import email.utils
+import functools
 import hashlib
 import io
 import re
@@ -581,10 +582,10 @@ def _alternative(m: EmailMessage, text: str, html: str, seed: str) -> None:
 # set_content does. What is written by hand is the fixed multipart/alternative skeleton.
 
 _NLCRE = re.compile(r"\r\n|\r|\n")  # email.generator's line-end normalisation
-#: folded header lines by (name, value): the From, Auto-Submitted, loop and MIME headers are the
-#: same for every message, Date the same for a second, To and Subject for a sender or a campaign
-_HEADER_LINES: dict[tuple, bytes] = {}
-_HEADER_LINES_MAX = 2048
+#: folded header lines are memoised by value (functools.lru_cache, bounded): the From,
+#: Auto-Submitted, loop and MIME headers are the same for every message, Date the same for a
+#: second, To and Subject for a sender or a campaign
+HEADER_MEMO_SIZE = 2048
 
 
 def _header_line(name: str, value) -> bytes:
@@ -593,22 +594,36 @@ def _header_line(name: str, value) -> bytes:
     if isinstance(value, MessageIds):
         return value.folded(name).encode("ascii") + b"\r\n"
     if isinstance(value, str):
-        key: tuple = (name, value)
-    elif type(value) is Address:
-        key = (name, "Address", value.display_name, value.username, value.domain)
-    else:
-        key = None
-    line = _HEADER_LINES.get(key) if key is not None else None
+        return _text_line(name, value)
+    if type(value) is Address:
+        return _address_line(name, value.display_name, value.username, value.domain)
+    return _folded_line(name, value)
+
+
+@functools.lru_cache(maxsize=HEADER_MEMO_SIZE)
+def _text_line(name: str, value: str) -> bytes:
+    return _folded_line(name, value)
+
+
+@functools.lru_cache(maxsize=HEADER_MEMO_SIZE)
+def _address_line(name: str, display_name: str, username: str, domain: str) -> bytes:
+    return _folded_line(name, Address(display_name, username, domain))
+
+
+def _folded_line(name: str, value) -> bytes:
+    line = _plain_line(name, value)
     if line is None:
-        line = _plain_line(name, value)
-        if line is None:
-            stored_name, header = _SMTP.header_store_parse(name, value)  # raises on CR/LF in a str value
-            line = _SMTP.fold_binary(stored_name, header)
-        if key is not None:
-            if len(_HEADER_LINES) >= _HEADER_LINES_MAX:
-                _HEADER_LINES.clear()
-            _HEADER_LINES[key] = line
+        stored_name, header = _SMTP.header_store_parse(name, value)  # raises on CR/LF in a str value
+        line = _SMTP.fold_binary(stored_name, header)
     return line
+
+
+def clear_memos() -> None:
+    """Forget every memoised header line and detected event (benchmarks of the cold path)."""
+    global _last_event
+    _text_line.cache_clear()
+    _address_line.cache_clear()
+    _last_event = None
 
 
 # -- header lines the policy would write unchanged ----------------------------------------

@@ -243,11 +243,11 @@ def test_header_injection_is_still_refused():
 
 
 def test_the_header_memo_is_bounded_and_exact():
-    render._HEADER_LINES.clear()
-    for n in range(render._HEADER_LINES_MAX + 10):
+    render.clear_memos()
+    for n in range(render.HEADER_MEMO_SIZE + 10):
         line = render._header_line("Subject", f"Subject {n} é")
         assert line == PLAIN.fold_binary("Subject", PLAIN.header_store_parse("Subject", f"Subject {n} é")[1])
-    assert len(render._HEADER_LINES) <= render._HEADER_LINES_MAX
+    assert render._text_line.cache_info().currsize <= render.HEADER_MEMO_SIZE
     a = Address("Dolça, Pérez", "dolca", "example.org")
     assert render._header_line("To", a) == PLAIN.fold_binary("To", PLAIN.header_store_parse("To", a)[1])
     # equal display text, different address: different keys
