@@ -132,6 +132,12 @@ def main() -> int:
         per = [1000 * r["guard_cpu_s"] / r["count"] for r in results]
         print(f"  CPU per message from {results[0]['count']} to {results[-1]['count']} messages: "
               f"{per[0]:.2f} -> {per[-1]:.2f} ms ({per[-1] / per[0]:.2f}x)")
+        # the server's share grows with the inbox (a Dovecot maildir MOVE costs more the bigger the
+        # inbox): shown apart, and the wall time per message beside it
+        wall = [1000 * r["total_s"] / r["count"] for r in results]
+        dov = [1000 * r["cpu_breakdown_s"].get("dovecot", 0.0) / r["count"] for r in results]
+        print(f"  wall per message {wall[0]:.2f} -> {wall[-1]:.2f} ms ({wall[-1] / wall[0]:.2f}x), Dovecot CPU per "
+              f"message {dov[0]:.2f} -> {dov[-1]:.2f} ms ({dov[-1] / max(dov[0], 1e-9):.2f}x)")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump({"results": results, "loadavg_end": load, "args": vars(args)}, f, indent=2)

@@ -250,7 +250,8 @@ class ImapMailbox:
         async with self._lock:
             client = self._client
             data = await self._call(lambda: client.fetch(sorted(uids), ["RFC822.SIZE"]))
-        return {u: int(item.get(b"RFC822.SIZE", 0)) for u, item in data.items() if u in set(uids)}
+        wanted = set(uids)
+        return {u: int(item.get(b"RFC822.SIZE", 0)) for u, item in data.items() if u in wanted}
 
     async def fetch(self, uid: int) -> Fetched | None:
         return (await self.fetch_many([uid])).get(uid)
