@@ -10,8 +10,9 @@ Mail clients embed a message in the body in a few shapes, which differ by client
 * Apple Mail:   ``Begin forwarded message:`` then From/Subject/Date/To
 * mobile:       ``-------- Original message --------`` (Android), markers without dashes
 * pasted:       a header block typed or copied by hand, two lines (From, Subject) are enough
-* set off:      a paste quoted with "| " or indented (with or without its headers), ending where
-                the author writes on below it
+* set off:      a paste quoted with "| ", indented (with or without its headers) or between
+                quotation marks below a line ending with a colon, ending where the author writes
+                on below it
 * quoted:       a reply thread, ``On ... wrote:`` and ">"-quoted lines (HTML ``<blockquote>``
                 arrives here as ">" lines too, see :func:`guard.mail.message.html_to_text`)
 
@@ -183,6 +184,9 @@ def _header_block(lines: list[str], start: int) -> tuple[list[tuple[str, str]], 
             headers[-1] = (headers[-1][0], headers[-1][1] + " " + line.strip())
             i += 1
             continue
+        if headers and not line.strip() and i + 1 < n and _header(_unquote(lines[i + 1])[0]):
+            i += 1  # one blank line between two header lines (an HTML block per line, as webmail writes them)
+            continue
         break
     keys = {k for k, _ in headers}
     if len(headers) < 2 or not (keys & {"from", "subject"}):
@@ -235,6 +239,14 @@ def split_inline(text: str) -> InlineForward | None:
             quoted = _quoted_run(lines, i)
             if quoted is not None and quoted[1] - quoted[0] >= 2:
                 return _quoted(lines, i, "", quoted, own_end=i)
+        elif (before is not None and stripped[0] in _OPENING_QUOTES
+              and lines[before].rstrip().endswith((":", "："))):
+            # a passage copied between quotation marks below "they wrote:" / "texte reçu :"
+            end = _quotation_end(lines, i, _OPENING_QUOTES[stripped[0]])
+            if end is not None:
+                body = "\n".join(x.strip() for x in lines[i:end]).strip()[1:-1]
+                own = (_own(lines, i) + "\n\n" + "\n".join(x for x in lines[end:] if not _unquote(x)[1])).strip()
+                return InlineForward(own, "\n\n" + body.strip() + "\n", "pasted")
         elif before is not None and _indent(lines[i]) >= _PASTE_INDENT > _indent(lines[before]):
             # a paste set off by indentation below the author's own line
             end = _indented_run(lines, i)
@@ -242,6 +254,27 @@ def split_inline(text: str) -> InlineForward | None:
                 body = "\n".join(x.strip() for x in lines[i:end])
                 own = (_own(lines, i) + "\n\n" + "\n".join(x for x in lines[end:] if not _unquote(x)[1])).strip()
                 return InlineForward(own, "\n\n" + body.strip() + "\n", "pasted")
+    return None
+
+
+#: opening quotation marks and the closing marks that end a passage they open
+_OPENING_QUOTES = {'"': '"', "“": "”", "„": "“”", "«": "»", "»": "«", "‘": "’", "‚": "‘’", "「": "」", "『": "』",
+                   "‹": "›", "'": "'"}
+#: a quoted passage is a message when it has at least this many characters, within this many lines
+_QUOTATION_CHARS = 120
+_QUOTATION_LINES = 80
+
+
+def _quotation_end(lines: list[str], start: int, closing: str) -> int | None:
+    """The line after the one that closes the quotation opened at ``start`` (a line ending with a
+    closing mark), or None when none does within :data:`_QUOTATION_LINES` lines or the passage is
+    too short to be a message."""
+    chars = 0
+    for j in range(start, min(len(lines), start + _QUOTATION_LINES)):
+        text = lines[j].strip()
+        chars += len(text)
+        if text.endswith(tuple(closing)) and (j > start or len(text) > 1):
+            return j + 1 if chars >= _QUOTATION_CHARS else None
     return None
 
 

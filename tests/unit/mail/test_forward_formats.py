@@ -223,6 +223,35 @@ def test_an_indented_signature_is_not_a_paste():
     assert m.forwarded == ()
 
 
+@pytest.mark.parametrize("opening,closing", [('"', '"'), ("“", "”"), ("«", "»"), ("„", "“"), ("「", "」")])
+def test_a_passage_between_quotation_marks_below_a_colon_is_embedded(opening, closing):
+    passage = (f"{opening}Our records show you have not booked your room yet. As the official housing\n"
+               f"partner, we ask you to confirm your dates and card guarantee within 48 hours.{closing}")
+    m = parse(_plain_message(f"Hello,\n\nI received this from an agency:\n\n{passage}\n\nI did not answer. Is it you?\n",
+                             subject="Agency"))
+    assert m.forwarded and m.forward_style == "pasted"
+    assert "card guarantee" in m.forwarded[0].text and "card guarantee" not in m.text
+    assert "I did not answer" in m.text and m.text.startswith("Hello")
+
+
+def test_a_short_quotation_in_running_text_is_not_a_message():
+    m = parse(_plain_message('Dear office, my supervisor said:\n"please ask them about the fee."\nThanks\n', subject="Fee"))
+    assert m.forwarded == ()
+
+
+def test_an_html_forward_with_each_header_in_its_own_block_is_found():
+    """Webmail writes one <div> per line: the text has a blank line between header lines."""
+    html = ("<div><br></div><div>________________________________</div>"
+            f"<div>From: Stays Desk &lt;{SUSPECT}&gt;</div><div>Sent: Tuesday, 30 December 2025 23:10</div>"
+            f"<div>To: Ana &lt;ana@uni.example&gt;</div><div>Subject: {SUBJECT}</div><div><br></div>"
+            f"<div>{SUSPECT_TEXT}</div>")
+    raw = (b"From: Ana <ana@uni.example>\nTo: events@crm.cat\nSubject: FW: x\nMIME-Version: 1.0\n"
+           b"Content-Type: text/html; charset=utf-8\n\n" + html.encode())
+    m = parse(raw)
+    assert m.forwarded and m.forwarded[0].from_.addr == SUSPECT and m.forwarded[0].subject == SUBJECT
+    assert "card number" in m.forwarded[0].text and "card number" not in m.text
+
+
 def test_a_forward_not_set_off_runs_to_the_end():
     m = parse(_plain_message(_gmail("en") + "\nRegards, the desk\n"))
     assert "Regards, the desk" in m.forwarded[0].text
