@@ -245,15 +245,13 @@ def split_inline(text: str) -> InlineForward | None:
             end = _quotation_end(lines, i, _OPENING_QUOTES[stripped[0]])
             if end is not None:
                 body = "\n".join(x.strip() for x in lines[i:end]).strip()[1:-1]
-                own = (_own(lines, i) + "\n\n" + "\n".join(x for x in lines[end:] if not _unquote(x)[1])).strip()
-                return InlineForward(own, "\n\n" + body.strip() + "\n", "pasted")
+                return InlineForward(_own_around(lines, i, end), "\n\n" + body.strip() + "\n", "pasted")
         elif before is not None and _indent(lines[i]) >= _PASTE_INDENT > _indent(lines[before]):
             # a paste set off by indentation below the author's own line
             end = _indented_run(lines, i)
             if end is not None:
                 body = "\n".join(x.strip() for x in lines[i:end])
-                own = (_own(lines, i) + "\n\n" + "\n".join(x for x in lines[end:] if not _unquote(x)[1])).strip()
-                return InlineForward(own, "\n\n" + body.strip() + "\n", "pasted")
+                return InlineForward(_own_around(lines, i, end), "\n\n" + body.strip() + "\n", "pasted")
     return None
 
 
@@ -358,6 +356,12 @@ def _quoted(lines, at: int, attribution: str, run: tuple[int, int], own_end: int
 
 def _own(lines: list[str], end: int) -> str:
     return "\n".join(x for x in lines[: max(end, 0)] if not _unquote(x)[1]).strip()
+
+
+def _own_around(lines: list[str], start: int, end: int) -> str:
+    """The author's words above a pasted passage (lines before ``start``) and below it (from
+    ``end``), quoted lines left out."""
+    return (_own(lines, start) + "\n\n" + "\n".join(x for x in lines[end:] if not _unquote(x)[1])).strip()
 
 
 def _clean_value(key: str, value: str) -> str:

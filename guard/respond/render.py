@@ -612,10 +612,7 @@ def _address_line(name: str, display_name: str, username: str, domain: str) -> b
 
 def _folded_line(name: str, value) -> bytes:
     line = _plain_line(name, value)
-    if line is None:
-        stored_name, header = _SMTP.header_store_parse(name, value)  # raises on CR/LF in a str value
-        line = _SMTP.fold_binary(stored_name, header)
-    return line
+    return _policy_line(name, value) if line is None else line
 
 
 def clear_memos() -> None:
@@ -687,8 +684,8 @@ def _plain_line(name: str, value) -> bytes | None:
     return (text + "\r\n").encode("ascii") if len(text) <= _LINE_MAX else None
 
 
-def _policy_line(name: str, value: str) -> bytes:
-    stored_name, header = _SMTP.header_store_parse(name, value)
+def _policy_line(name: str, value) -> bytes:
+    stored_name, header = _SMTP.header_store_parse(name, value)  # raises on CR/LF in a str value
     return _SMTP.fold_binary(stored_name, header)
 
 

@@ -146,27 +146,25 @@ def _gmail_english_labels(lang):
     return f"{own}\n\n{marker}\n{lab[0]}: {WHO}\nDate: Mon, 5 Jan 2026 at 10:02\nSubject: {SUBJECT}\nTo: <me@uni.example>\n\n{SUSPECT_TEXT}\n"
 
 
-def _pasted(lang):
-    own, _, lab, *_ = LANGS[lang]
-    return f"{own}\n\n{lab[0]}: {WHO}\n{lab[3]}: {SUBJECT}\n\n{SUSPECT_TEXT}\n"
+def _set_off(prefix: str = "", gap: str = ""):
+    """A header block typed or copied by hand (two lines are enough), each line after ``prefix``:
+    nothing (pasted), "| " (a paste quoted by hand) or an indentation; ``gap`` is the line
+    between the headers and the text."""
+    def build(lang):
+        own, _, lab, *_ = LANGS[lang]
+        return f"{own}\n\n{prefix}{lab[0]}: {WHO}\n{prefix}{lab[3]}: {SUBJECT}\n{gap}\n{prefix}{SUSPECT_TEXT}\n"
+    return build
+
+
+_pasted = _set_off()
+_pipe_quoted = _set_off("| ", "|")
+_indented = _set_off("    ")
 
 
 def _quoted(lang):
     own, *_, attribution = LANGS[lang]
     quoted = "\n".join("> " + line for line in SUSPECT_TEXT.split(". "))
     return f"{own}\n\n{attribution.format(who=WHO)}\n{quoted}\n"
-
-
-def _pipe_quoted(lang):
-    """A paste quoted by hand with "| " (headers kept), as some clients and people quote."""
-    own, _, lab, *_ = LANGS[lang]
-    return f"{own}\n\n| {lab[0]}: {WHO}\n| {lab[3]}: {SUBJECT}\n|\n| {SUSPECT_TEXT}\n"
-
-
-def _indented(lang):
-    """A paste set off by indentation, headers and text."""
-    own, _, lab, *_ = LANGS[lang]
-    return f"{own}\n\n    {lab[0]}: {WHO}\n    {lab[3]}: {SUBJECT}\n\n    {SUSPECT_TEXT}\n"
 
 
 PLAIN_FORMATS = {"pipe-quoted": _pipe_quoted, "indented": _indented, "gmail": _gmail, "gmail-english-labels": _gmail_english_labels, "outlook-line": _outlook_line,
