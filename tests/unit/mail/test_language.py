@@ -31,3 +31,21 @@ def test_restricted_loader_matches_library():
 
 def test_detect_short_text_is_undetermined():
     assert language.detect("ok") == "und"
+
+
+def test_raw_score_is_the_library_sparse_score():
+    """The suffix identifier scores from visit_arrays exactly as py3langid's _sparse_score scores visits()."""
+    import numpy as np
+
+    ident = language._identifier()
+    if not hasattr(ident, "_suffix"):
+        pytest.skip("the model's tokenizer is kept as a DFA")
+    texts = [t.encode() for t in TEXTS] + ["Zażółć gęślą jaźń 中文 邮件 Ελληνικά ÀÉÎÕÜ".encode(), b"a", b"\x00\xff" * 9, b"ab" * 700]
+    for text in texts:
+        visits = ident._suffix.visits(text)
+        arrays = ident._suffix.visit_arrays(text)
+        if visits is None:
+            assert arrays is None
+            continue
+        assert list(visits) == arrays[0].tolist() and list(visits.values()) == arrays[1].tolist()
+        assert np.array_equal(ident._raw_score(text), ident._sparse_score(visits, ident.nb_ptc))
