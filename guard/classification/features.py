@@ -58,6 +58,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from guard.mail.message import ParsedMessage
+from guard.mail.textutil import strip_marks
 
 FEATURE_VERSION = 2
 
@@ -167,18 +168,8 @@ def _normalise(text: str) -> str:
             text = text.replace(digit, "0")
     decomposed = unicodedata.normalize("NFKD", text)
     if decomposed != text:
-        marks = [c for c in set(decomposed) if c > "\x7f" and unicodedata.combining(c)]
-        if len(marks) <= _MAX_MARK_REPLACES:
-            for mark in marks:
-                decomposed = decomposed.replace(mark, "")
-        else:
-            decomposed = decomposed.translate(dict.fromkeys(map(ord, marks)))
-        text = decomposed
+        text = strip_marks(decomposed)
     return text
-
-
-#: with more distinct combining marks than this in one text, one translate beats a replace per mark
-_MAX_MARK_REPLACES = 6
 
 
 def _normalise_reference(text: str) -> str:

@@ -42,14 +42,20 @@ def fold(text: str) -> str:
             text = text.replace(quote, plain)
     text = text.casefold()
     if not text.isascii():
-        text = unicodedata.normalize("NFKD", text)
-        marks = [ch for ch in set(text) if ch > "\x7f" and unicodedata.combining(ch)]
-        if len(marks) <= _MAX_MARK_REPLACES:
-            for mark in marks:
-                text = text.replace(mark, "")
-        else:
-            text = text.translate(dict.fromkeys(map(ord, marks)))
+        text = strip_marks(unicodedata.normalize("NFKD", text))
     return " ".join(text.split())
+
+
+def strip_marks(decomposed: str) -> str:
+    """``decomposed`` (NFKD text) without its combining marks, found among its distinct characters
+    and removed with ``str.replace`` (one ``translate`` when there are many): no per-character
+    Python work. Shared by :func:`fold` and the model's feature normalisation."""
+    marks = [ch for ch in set(decomposed) if ch > "\x7f" and unicodedata.combining(ch)]
+    if len(marks) <= _MAX_MARK_REPLACES:
+        for mark in marks:
+            decomposed = decomposed.replace(mark, "")
+        return decomposed
+    return decomposed.translate(dict.fromkeys(map(ord, marks)))
 
 
 def fold_reference(text: str) -> str:
