@@ -61,7 +61,8 @@ def add_commands(sub) -> None:
     e.add_argument("--explain", action="store_true", help="print each message's top contributing model features")
     e.add_argument("--no-holdout", action="store_true", help="skip scoring the holdout split with the shipped model")
     e.add_argument("--dump", type=Path, default=None, metavar="FILE",
-                   help="also write every message's cross-validated result as JSON lines (for tuning bucket edges)")
+                   help="also write every own example's cross-validated result as JSON lines (for tuning bucket edges; "
+                        "with --pipeline-only the full pipeline's CV verdicts; never a frozen split's messages)")
     e.add_argument("--split", type=Path, action="append", default=None, metavar="DIR",
                    help="a frozen test split (DIR/labels.tsv; default: tests/heldout/*): the full pipeline's figures on it")
     e.add_argument("--pipeline-only", action="store_true",
@@ -299,6 +300,16 @@ def _default_splits() -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / "labels.tsv").is_file()) if root.is_dir() else []
 
 
+def _dump_cv(path: Path, own: Path, examples, predictions) -> None:
+    """The cross-validated verdict of every own example, one JSON object per line. Only the own
+    examples: a frozen test split is measured in aggregate and never listed message by message."""
+    with path.open("w", encoding="utf-8") as fh:
+        for e, p in zip(examples, predictions, strict=True):
+            rel = e.path.relative_to(own) if e.path.is_relative_to(own) else e.path
+            fh.write(json.dumps({"path": str(rel), "group": e.group, "lang": e.lang, "category": e.category,
+                                 "paid": e.paid, "predicted": p.category, "predicted_paid": p.paid}) + "\n")
+
+
 def cmd_evaluate_pipeline(args) -> int:
     """The full pipeline's figures: grouped CV of the intent stage on the own examples, then each
     frozen test split classified by the shipped pipeline (rules, scam model, intent model)."""
@@ -323,6 +334,8 @@ def cmd_evaluate_pipeline(args) -> int:
         title = f"grouped {args.folds}-fold cross-validation of the intent stage, own examples (the shipped scam model saw them)"
     results = [(title, "cv", figures(it.truth_of(examples), cv))]
     print(report(results[0][2], results[0][0]))
+    if args.dump:
+        _dump_cv(args.dump, own, examples, cv)
     full = build_classifier(settings, model=base.model)
     if full.intent is None:
         raise ModelError("no intent model is shipped: train it first (guard train --intent-only)")
