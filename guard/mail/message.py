@@ -726,9 +726,15 @@ _STARTS_A_LINE = "table,hr,ul,ol,dl,pre,h1,h2,h3,h4,h5,h6"
 MAX_HTML_TAGS = 20_000
 _QUOTE_OPEN, _QUOTE_CLOSE = "\x02", "\x03"
 _TAG = re.compile(r"<[^<>]{0,2000}>")
-_CONTROL = str.maketrans("", "", _QUOTE_OPEN + _QUOTE_CLOSE)
+#: removed from the HTML first (they mark blockquotes in the text); a ``str.replace`` each, only when
+#: present: ``str.translate`` looks every character of non-ASCII text up in a dictionary
+_CONTROLS_REMOVED = (_QUOTE_OPEN, _QUOTE_CLOSE)
 _BLANK_LINES = re.compile(r"\n[ \t\u00a0]*(?:\n[ \t\u00a0]*)+")
-_SPACES = re.compile(r"[ \t\u00a0]+")
+#: runs of spaces, tabs and no-break spaces, each to become one space: written to leave out a lone
+#: space (which would become itself), so that ``sub`` replaces at far fewer places; the same text
+#: as ``[ \t\u00a0]+`` (_SPACES_REFERENCE, tests/unit/mail/test_parse.py)
+_SPACES = re.compile(r" [ \t\u00a0]+|[\t\u00a0][ \t\u00a0]*")
+_SPACES_REFERENCE = re.compile(r"[ \t\u00a0]+")
 
 
 def html_to_text(html: str, hrefs: list[str] | None = None) -> str:
@@ -737,7 +743,10 @@ def html_to_text(html: str, hrefs: list[str] | None = None) -> str:
     ``<blockquote>`` content comes out as ">"-quoted lines, as a plain-text client quotes, so that
     a quoted thread in HTML-only mail is found as an embedded message. HTML with more than
     :data:`MAX_HTML_TAGS` tags is reduced to text by a linear tag strip instead of the parser."""
-    html = html[:MAX_HTML_BYTES].translate(_CONTROL)
+    html = html[:MAX_HTML_BYTES]
+    for mark in _CONTROLS_REMOVED:
+        if mark in html:
+            html = html.replace(mark, "")
     if html.count("<") > MAX_HTML_TAGS:
         return _BLANK_LINES.sub("\n\n", _SPACES.sub(" ", _TAG.sub(" ", html))).strip()
     try:
@@ -789,7 +798,11 @@ _URL = re.compile(r"""(?i)\b(?:https?://|www\.)[^\s<>"'()\[\]{}]+""")
 
 def _urls(text: str, hrefs: list[str]) -> tuple[Url, ...]:
     seen: dict[str, Url] = {}
-    candidates = [m.group().rstrip(".,;:!?") for m in _URL.finditer(text[:MAX_TEXT_CHARS])]
+    head = text[:MAX_TEXT_CHARS]
+    # _URL needs "://" or "www." (in any case: no other character lower-cases to those): without
+    # them there is nothing to scan for
+    found = "://" in head or "www." in head.lower()
+    candidates = [m.group().rstrip(".,;:!?") for m in _URL.finditer(head)] if found else []
     for raw in hrefs + candidates:
         if len(seen) >= MAX_URLS:
             break

@@ -91,3 +91,33 @@ def test_work_is_linear_on_hostile_text():
 ])
 def test_doubt_contact_and_quoted_names(text, doubt, contact, quotes):
     assert pc.counts(text)[3:] == (doubt, contact, quotes)
+
+
+def test_words_are_the_word_pattern_every_code_point():
+    """_words finds _WORD's words: each code point alone, between letters, and beside "_" and "'"."""
+    import sys
+
+    for start in range(0, sys.maxunicode + 1, 4096):
+        chars = [chr(c) for c in range(start, min(start + 4096, sys.maxunicode + 1)) if not 0xD800 <= c < 0xE000]
+        for text in (" ".join(chars), "a".join(chars), "_".join(chars), "'".join(chars) + "_x'y"):
+            assert pc._WORD_NO_UNDERSCORE.findall(text.replace("_", " ")) == pc._WORD.findall(text)
+    for text in ("l'argent", "a_b'c", "__", "x·y_z", "d'_aquí", "it's_ok", "dell'_albergo l'hotel"):
+        expected = []
+        for w in pc._WORD.findall(text):  # the elision rule of _words, over _WORD's words
+            expected.append(w)
+            if "'" in w[1:-1] and len(w) > 3:
+                expected.append(w.rsplit("'", 1)[1])
+        assert pc._words(text) == expected
+
+
+def test_sentences_split_where_the_marks_and_line_breaks_are():
+    """_sentences is "each sentence end to a line break, split at line breaks, empty parts dropped"."""
+    import random
+
+    marks = "".join(sorted(pc._SENTENCE_ENDS))
+    to_breaks = str.maketrans({c: "\n" for c in pc._SENTENCE_ENDS})
+    rnd = random.Random(11)
+    texts = ["", ".", "a. b! c? d; e。f！g？h", "..a..", "\n", "x\ny"]
+    texts += ["".join(rnd.choice(marks + "\nab 中é") for _ in range(rnd.randint(0, 30))) for _ in range(5_000)]
+    for text in texts:
+        assert pc._sentences(text) == [s for s in text.translate(to_breaks).split("\n") if s], repr(text)

@@ -336,3 +336,16 @@ def test_the_encoded_name_trick_gets_no_official_sender_bonus(classifier):
            b"to confirm the reservation today.\r\n")
     verdict = classifier.classify(parse(raw))
     assert not {"OFFICIAL_SENDER", "OFFICIAL_SENDER_AUTHENTICATED"} & {r.rule for r in verdict.reasons}
+
+
+def test_space_runs_pattern_is_the_reference():
+    """html_to_text's space pattern, which leaves lone spaces alone, gives the plain pattern's text."""
+    import random
+
+    from guard.mail.message import _SPACES, _SPACES_REFERENCE
+
+    rnd = random.Random(3)
+    texts = ["", " ", "  ", "\t", "\u00a0", " \t", "\t ", "a b", "a  b\t\tc\u00a0 d \u00a0e", " x "]
+    texts += ["".join(rnd.choice(" \t\u00a0ab\n") for _ in range(rnd.randint(0, 30))) for _ in range(20_000)]
+    for text in texts:
+        assert _SPACES.sub(" ", text) == _SPACES_REFERENCE.sub(" ", text), repr(text)
