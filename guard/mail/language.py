@@ -67,10 +67,9 @@ def _cache_path(model_file: Path) -> Path | None:
 class _SuffixTables:
     """Per depth n (1..6): the sorted big-endian codes of the states' n-byte strings and each
     state's feature (-1: none); ``root`` is the feature of the start state. Depths 1 and 2 are
-    also indexed directly (``dense``: code -> position, -1 for none), and depth 3 through its
-    depth-2 prefix (``child3``, see :meth:`_child_table`)."""
+    also indexed directly (``dense``: code -> position, -1 for none)."""
 
-    __slots__ = ("codes", "feats", "root", "dense", "row3", "child3")
+    __slots__ = ("codes", "feats", "root", "dense")
 
     def __init__(self, codes, feats, root: int) -> None:
         import numpy as np
@@ -82,29 +81,6 @@ class _SuffixTables:
             if n <= len(self.codes):
                 index[self.codes[n - 1].astype(np.int64)] = np.arange(len(self.codes[n - 1]))
             self.dense.append(index)
-        self.row3, self.child3 = self._child_table(3) if len(self.codes) >= 3 else (None, None)
-
-    def _child_table(self, n: int):
-        """The states of depth n indexed by their parent's position at depth n - 1 and their last
-        byte, without a binary search: ``child[row[p] * 256 + byte]`` is the position of the
-        state "string of parent p + byte" (-1: none). Only parents with children get a row of
-        their own (row 0, all -1, is shared by the others), so the table stays small (depth 3:
-        about 5,400 rows of 256 int16, 2.8 MB). None (the binary search is used) when the
-        positions do not fit int16."""
-        import numpy as np
-
-        codes, parents = self.codes[n - 1], self.codes[n - 2]
-        if len(codes) >= np.iinfo(np.int16).max:
-            return None, None
-        prefix = parents.searchsorted(codes >> np.uint64(8))  # prefix-closed: every prefix is a state
-        if len(codes) and not np.array_equal(parents[np.minimum(prefix, len(parents) - 1)], codes >> np.uint64(8)):
-            return None, None
-        with_children = np.unique(prefix)
-        row = np.zeros(len(parents), dtype=np.intp)
-        row[with_children] = np.arange(1, len(with_children) + 1)
-        child = np.full((len(with_children) + 1) * 256, -1, dtype=np.int16)
-        child[row[prefix] * 256 + (codes & np.uint64(0xFF)).astype(np.intp)] = np.arange(len(codes))
-        return row, child
 
     @classmethod
     def build(cls, nextmove, tk_row, tk_output) -> "_SuffixTables | None":
@@ -190,8 +166,7 @@ class _SuffixTables:
 
         The state after byte i is the longest window ending at i that is a state. The states'
         strings are prefix-closed, so a window of n bytes can only be one where the window of
-        n - 1 bytes ending one byte earlier was: each depth looks up only those (depth 3 by the
-        position found at depth 2, see :meth:`_child_table`). It runs for every
+        n - 1 bytes ending one byte earlier was: each depth looks up only those. It runs for every
         message, so each depth is few numpy operations on small arrays: the keys of a binary search
         are sorted first when there are many (``searchsorted`` is about three times as fast on
         sorted keys, far more than the sort costs), and the counts in order of first visit come from
@@ -209,19 +184,15 @@ class _SuffixTables:
         data64 = data.astype(np.uint64)
         window = data64[at]  # window[j]: the code of the window ending at at[j]
         eight = np.uint64(8)
-        pos = found[at]  # pos[j]: the position of that window among the codes of its depth
         for depth in range(2, len(self.codes) + 1):
             if len(at) and at[-1] == n - 1:  # at is increasing: only its last can end the text
-                at, window, pos = at[:-1], window[:-1], pos[:-1]
+                at, window = at[:-1], window[:-1]
             if not len(at):
                 break
             at = at + 1
             window = (window << eight) | data64[at]
             if depth == 2:
                 pos = self.dense[1][window.astype(np.intp)]
-                hit = pos >= 0
-            elif depth == 3 and self.child3 is not None:
-                pos = self.child3[self.row3[pos] * 256 + data[at]]
                 hit = pos >= 0
             else:
                 codes = self.codes[depth - 1]
@@ -233,18 +204,15 @@ class _SuffixTables:
                     pos = codes.searchsorted(window)
                 np.minimum(pos, len(codes) - 1, out=pos)
                 hit = codes[pos] == window
-            at, window, pos = at[hit], window[hit], pos[hit]
-            feat[at] = self.feats[depth - 1][pos]  # a longer state wins
+            at, window = at[hit], window[hit]
+            feat[at] = self.feats[depth - 1][pos[hit]]  # a longer state wins
         feat = feat[feat >= 0]
         if not len(feat):
             return None
         order = np.argsort(feat, kind="stable")  # equal features keep their order: the first is the first visit
         ranked = feat[order]
         first = np.flatnonzero(np.concatenate(([True], ranked[1:] != ranked[:-1])))
-        ends = np.empty_like(first)  # each run of a feature ends where the next begins (np.diff is slower)
-        ends[:-1] = first[1:]
-        ends[-1] = len(ranked)
-        counts = ends - first
+        counts = np.diff(np.append(first, len(ranked)))
         by_visit = np.argsort(order[first])  # distinct first positions: no ties
         return ranked[first][by_visit], counts[by_visit]
 
