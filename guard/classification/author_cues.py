@@ -14,7 +14,11 @@ counted with small hand-written word lists per language (folded forms, :func:`gu
 * ``doubt``: sentences with a word of suspicion or authenticity (scam, fake, legit, real?);
 * ``third_party_contact``: sentences about being contacted (called me, a WhatsApp, I received);
 * ``quoted_names``: pairs of quotation marks, as people quote a suspect's self-given name
-  ("CRM Accommodation Desk", «oficina de alojamiento»).
+  ("CRM Accommodation Desk", «oficina de alojamiento»);
+* ``absence``: sentences saying the writer is away (on holiday, travelling, on leave, "fora del
+  despatx", "urlop"), which is what an absence note says whether or not its server marked it as
+  automatic (many send no header at all); a question beside it makes an inquiry again, and the
+  model weighs the two.
 
 Work is linear in the text: one fold, a split on sentence punctuation, set look-ups per word; the
 caller bounds the text (``intent.MAX_AUTHOR_CHARS``).
@@ -130,6 +134,21 @@ aradı arama mesaj aldım yazdı
 τηλεφωνησε μηνυμα ελαβα
 """.split())
 
+#: Words of being away: on holiday, travelling, on leave, out of the office.
+ABSENCE = frozenset("""
+away absent absence vacation vacations holiday holidays offline travelling traveling sabbatical ooo
+ausente ausencia vacaciones viajando baja
+absencia vacances viatjant
+absente conge conges deplacement
+abwesend abwesenheit urlaub dienstreise elternzeit verreist
+assente assenza ferie vacanza vacanze trasferta
+ferias licenca viagem
+afwezig afwezigheid vakantie verlof
+nieobecny nieobecna nieobecnosc urlop urlopie urlopu delegacji
+izinliyim tatil tatilde tatildeyim
+απουσια αδεια διακοπεσ
+""".split())
+
 #: Scripts without spaces between words (Chinese): substrings instead of words.
 CJK_PAY = ("已付", "支付了", "已支付", "付了", "转账", "汇款", "已交", "缴纳")
 CJK_ACT = CJK_PAY + ("已经", "发了")
@@ -138,6 +157,7 @@ CJK_NEGATION = ("没有", "未")
 CJK_AFTERMATH = ("冻结", "退款")
 CJK_DOUBT = ("诈骗", "骗", "可疑", "假冒", "冒充", "真的", "是否", "钓鱼")
 CJK_CONTACT = ("收到", "邮件", "微信", "电话", "短信", "联系")
+CJK_ABSENCE = ("休假", "外出", "出差", "不在办公室", "假期", "请假")
 
 #: Quotation marks of the languages guard supports (straight, curly, guillemets, low-9, CJK corners).
 QUOTE_MARKS = '"“”«»„「」'  # noqa: RUF001
@@ -145,7 +165,7 @@ QUOTE_MARKS = '"“”«»„「」'  # noqa: RUF001
 _SENTENCE_ENDS = frozenset(".!?;。！？")
 _WORD_CHARS_EXTRA = frozenset("'·")
 
-NAMES = ("paid_act", "paid_act_negated", "harm_aftermath", "doubt", "third_party_contact", "quoted_names")
+NAMES = ("paid_act", "paid_act_negated", "harm_aftermath", "doubt", "third_party_contact", "quoted_names", "absence")
 
 #: The counts enter the model scaled to [0, SCALE] (a smaller scale is a stronger prior against the
 #: cues): chosen by grouped cross-validation of the own examples (2,480 of them, the payment cues
@@ -157,9 +177,10 @@ SCALE = 0.25
 
 def _fingerprint() -> str:
     h = hashlib.sha256()
-    for part in (PAY, ACT, ASSET, NEGATION, AFTERMATH, DOUBT, CONTACT):
+    for part in (PAY, ACT, ASSET, NEGATION, AFTERMATH, DOUBT, CONTACT, ABSENCE):
         h.update("\n".join(sorted(part)).encode() + b"\0")
-    for part in (CJK_PAY, CJK_ACT, CJK_ASSET, CJK_NEGATION, CJK_AFTERMATH, CJK_DOUBT, CJK_CONTACT, QUOTE_MARKS):
+    for part in (CJK_PAY, CJK_ACT, CJK_ASSET, CJK_NEGATION, CJK_AFTERMATH, CJK_DOUBT, CJK_CONTACT, CJK_ABSENCE,
+                 QUOTE_MARKS):
         h.update("\n".join(part).encode() + b"\0")
     h.update(f"{SCALE}".encode())
     return h.hexdigest()[:16]
@@ -232,13 +253,14 @@ def _sentence_cues(sentence: str, words: list[str]) -> tuple[bool, bool, bool]:
     return handed, negated and not handed, after
 
 
-def counts(text: str) -> tuple[int, int, int, int, int, int]:
+def counts(text: str) -> tuple[int, int, int, int, int, int, int]:
     """Per :data:`NAMES`: sentences where the writer handed over something of value, the same
-    negated, aftermath sentences, doubt sentences, contact sentences, pairs of quotation marks.
+    negated, aftermath sentences, doubt sentences, contact sentences, pairs of quotation marks,
+    absence sentences.
 
     Set tests are ``isdisjoint`` (one C loop, no generator) and the CJK substrings are only looked
     for in sentences that are not ASCII: the intent model calls this for every message."""
-    act = negated = after = doubt = contact = 0
+    act = negated = after = doubt = contact = away = 0
     for sentence in _sentences(fold(text)):
         words = _words(sentence)
         h, n, a = _sentence_cues(sentence, words)
@@ -248,12 +270,14 @@ def counts(text: str) -> tuple[int, int, int, int, int, int]:
         cjk = not sentence.isascii()
         doubt += not DOUBT.isdisjoint(words) or (cjk and any(c in sentence for c in CJK_DOUBT))
         contact += not CONTACT.isdisjoint(words) or (cjk and any(c in sentence for c in CJK_CONTACT))
+        away += not ABSENCE.isdisjoint(words) or (cjk and any(c in sentence for c in CJK_ABSENCE))
     quotes = sum(text.count(q) for q in QUOTE_MARKS) // 2
-    return act, negated, after, doubt, contact, quotes
+    return act, negated, after, doubt, contact, quotes, away
 
 
-#: How many of each count make a feature 1 (times SCALE): two of most, three contact sentences or quotes.
-_FULL_AT = (2, 2, 2, 2, 3, 3)
+#: How many of each count make a feature 1 (times SCALE): two of most, three contact sentences or
+#: quotes, one absence sentence (an absence note says it once).
+_FULL_AT = (2, 2, 2, 2, 3, 3, 1)
 
 
 def features(text: str) -> tuple[float, ...]:

@@ -57,13 +57,13 @@ def test_aftermath_and_sentences_are_counted_separately():
 
 def test_features_are_scaled_and_capped():
     many = " ".join(["I paid them."] * 10)
-    assert pc.features(many) == (pc.SCALE, 0.0, 0.0, 0.0, 0.0, 0.0)
+    assert pc.features(many) == (pc.SCALE, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     assert pc.features("") == (0.0,) * len(pc.NAMES)
 
 
 def test_every_listed_word_is_in_folded_form():
     """A word that folding would change could never match the folded text."""
-    for words in (pc.PAY, pc.ACT, pc.ASSET, pc.NEGATION, pc.AFTERMATH, pc.DOUBT, pc.CONTACT):
+    for words in (pc.PAY, pc.ACT, pc.ASSET, pc.NEGATION, pc.AFTERMATH, pc.DOUBT, pc.CONTACT, pc.ABSENCE):
         for w in words:
             assert fold(w) == w, w
 
@@ -90,7 +90,20 @@ def test_work_is_linear_on_hostile_text():
     ("Could you send me an invitation letter for my visa?", 0, 0, 0),
 ])
 def test_doubt_contact_and_quoted_names(text, doubt, contact, quotes):
-    assert pc.counts(text)[3:] == (doubt, contact, quotes)
+    assert pc.counts(text)[3:6] == (doubt, contact, quotes)
+
+
+@pytest.mark.parametrize("text, away", [
+    ("I am travelling until 20 January and will reply when I am back.", 1),
+    ("Uprzejmie informuję, że od 18 do 29 maja jestem na urlopie.", 1),
+    ("Estoy de vacaciones. Regreso el lunes.", 1),
+    ("Sóc fora del despatx fins al 7 de gener. Bones vacances!", 1),
+    ("我正在休假，下周一回来。", 1),
+    ("Could you send me an invitation letter for my visa?", 0),
+])
+def test_absence_sentences(text, away):
+    """A sentence that says the writer is away counts once, in any of the languages."""
+    assert pc.counts(text)[6] == away
 
 
 def test_words_are_the_word_pattern_every_code_point():
