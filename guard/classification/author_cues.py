@@ -134,17 +134,19 @@ aradı arama mesaj aldım yazdı
 τηλεφωνησε μηνυμα ελαβα
 """.split())
 
-#: Words of being away: on holiday, travelling, on leave, out of the office.
+#: Words of being away: on holiday, travelling, on leave, out of the office. Not the words that also
+#: name travel costs or a cancellation ("frais de déplacement", "spese di trasferta", "darse de baja"),
+#: which inquiries about reimbursements and registrations use.
 ABSENCE = frozenset("""
 away absent absence vacation vacations holiday holidays offline travelling traveling sabbatical ooo
-ausente ausencia vacaciones viajando baja
+ausente ausencia vacaciones viajando
 absencia vacances viatjant
-absente conge conges deplacement
+absente conge conges
 abwesend abwesenheit urlaub dienstreise elternzeit verreist
-assente assenza ferie vacanza vacanze trasferta
-ferias licenca viagem
+assente assenza ferie vacanza vacanze
+ferias
 afwezig afwezigheid vakantie verlof
-nieobecny nieobecna nieobecnosc urlop urlopie urlopu delegacji
+nieobecny nieobecna nieobecnosc urlop urlopie urlopu
 izinliyim tatil tatilde tatildeyim
 απουσια αδεια διακοπεσ
 """.split())
