@@ -58,7 +58,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from guard.mail.message import ParsedMessage
-from guard.mail.textutil import strip_marks
+from guard.mail.textutil import may_hold_link, strip_marks
 
 FEATURE_VERSION = 2
 
@@ -152,11 +152,11 @@ def normalise(text: str) -> str:
 
 def _normalise(text: str) -> str:
     """:func:`normalise` itself (:func:`_normalise_reference` is the plain definition). Each
-    message's text goes through it, so it skips what cannot apply: the link pattern needs "://" or
-    "www." (any case: ``lower`` maps those characters one by one), the address pattern an "@";
+    message's text goes through it, so it skips what cannot apply: the link pattern
+    (:func:`~guard.mail.textutil.may_hold_link`), the address pattern without an "@";
     digits and combining marks in non-ASCII text are replaced with ``str.replace`` per distinct
     character (``str.translate`` looks every character up in a dictionary once the text is not ASCII)."""
-    if "://" in text or "www." in text.lower():
+    if may_hold_link(text):
         text = _URL.sub(" zzurl ", text)
     if "@" in text:
         text = _EMAIL.sub(" zzemail ", text)

@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from guard.mail.textutil import may_hold_link
+
 #: Languages guard expects in an events inbox; restricting the model to them
 #: makes short messages far less likely to be read as an unrelated language.
 LANGUAGES = ("en", "es", "ca", "fr", "de", "it", "pt", "nl", "pl", "ru", "zh", "ja", "ar", "el", "tr", "sv", "da", "ro", "cs")
@@ -406,7 +408,7 @@ def detect(text: str, *, max_chars: int = 3000) -> str:
     messages get their own call); the last few answers are remembered, so a second look at
     the same text (a reply's language) costs nothing."""
     sample = text[:max_chars]
-    if "@" in sample or "://" in sample or "www." in sample:  # else _URLS cannot match: no scan
+    if "@" in sample or may_hold_link(sample):  # else _URLS cannot match: no scan
         sample = _URLS.sub(" ", sample)
     return _detect_sample(sample)
 

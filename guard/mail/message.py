@@ -35,7 +35,7 @@ from guard.mail import domains
 from guard.mail import forwards
 
 from guard.mail import language
-from guard.mail.textutil import decode_bytes
+from guard.mail.textutil import decode_bytes, may_hold_link
 
 MAX_PARTS = 500
 MAX_DEPTH = 12
@@ -799,10 +799,7 @@ _URL = re.compile(r"""(?i)\b(?:https?://|www\.)[^\s<>"'()\[\]{}]+""")
 def _urls(text: str, hrefs: list[str]) -> tuple[Url, ...]:
     seen: dict[str, Url] = {}
     head = text[:MAX_TEXT_CHARS]
-    # _URL needs "://" or "www." (in any case: no other character lower-cases to those): without
-    # them there is nothing to scan for
-    found = "://" in head or "www." in head.lower()
-    candidates = [m.group().rstrip(".,;:!?") for m in _URL.finditer(head)] if found else []
+    candidates = [m.group().rstrip(".,;:!?") for m in _URL.finditer(head)] if may_hold_link(head) else []
     for raw in hrefs + candidates:
         if len(seen) >= MAX_URLS:
             break

@@ -46,6 +46,14 @@ def fold(text: str) -> str:
     return " ".join(text.split())
 
 
+def may_hold_link(text: str) -> bool:
+    """False when no link pattern (``http://``, ``https://``, ``www.``, in any case) can match in
+    ``text``: it has no "://" and no "www." (``lower`` maps those characters one by one, and no
+    other character lower-cases to them). The parser, the language detector and the model's
+    normalisation run their link patterns only when this is True."""
+    return "://" in text or "www." in text.lower()
+
+
 def strip_marks(decomposed: str) -> str:
     """``decomposed`` (NFKD text) without its combining marks, found among its distinct characters
     and removed with ``str.replace`` (one ``translate`` when there are many): no per-character

@@ -60,3 +60,14 @@ def test_card_candidate_is_the_reference_pattern():
     texts = fixed + ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 45))) for _ in range(40_000)]
     for text in texts:
         assert _spans(_CARD_CANDIDATE, text) == _spans(_CARD_CANDIDATE_REFERENCE, text), text
+
+
+def test_may_hold_link_is_false_only_where_no_link_pattern_can_match():
+    import re
+
+    from guard.mail.textutil import may_hold_link
+
+    link = re.compile(r"(?i)(?:https?://|www\.)")
+    for text in ["", "plain text", "WWW.crm.cat", "Www.x", "see https://x", "ftp://x", "www", "w w w.", "İwww.", "ＷＷＷ.x"]:
+        assert may_hold_link(text) or not link.search(text), text
+    assert not may_hold_link("no link here") and may_hold_link("WwW.example.org")
