@@ -69,6 +69,39 @@ _MARKERS = {
     "以下是转发的邮件": "apple", "转发的消息": "gmail", "转发的信息": "gmail", "转发消息": "gmail",
     "原始信息": "outlook", "原始消息": "outlook", "原始郵件信息": "outlook",
     "begin van doorgestuurd bericht": "apple", "origineel bericht": "outlook",
+    # Nordic
+    "vidarebefordrat meddelande": "gmail", "ursprungligt meddelande": "outlook", "originalmeddelande": "outlook",
+    "vidarebefordrat brev": "apple", "början på vidarebefordrat brev": "apple",
+    "videresendt meddelelse": "gmail", "oprindelig meddelelse": "outlook", "videresendt besked": "gmail",
+    "start på videresendt besked": "apple", "videresendt melding": "gmail", "opprinnelig melding": "outlook",
+    "begynnelse på videresendt melding": "apple", "välitetty viesti": "gmail", "alkuperäinen viesti": "outlook",
+    "välitetty viesti alkaa": "apple", "áframsent skeyti": "gmail", "upprunalegt skeyti": "outlook",
+    # Central and Eastern Europe
+    "mesaj redirecționat": "gmail", "mesaj redirecţionat": "gmail", "mesaj transmis": "gmail",
+    "mesaj original": "outlook", "începutul mesajului redirecționat": "apple",
+    "přeposlaná zpráva": "gmail", "původní zpráva": "outlook", "začátek přeposlané zprávy": "apple",
+    "preposlaná správa": "gmail", "pôvodná správa": "outlook", "začiatok preposlanej správy": "apple",
+    "továbbított üzenet": "gmail", "eredeti üzenet": "outlook", "továbbított levél kezdete": "apple",
+    "proslijeđena poruka": "gmail", "izvorna poruka": "outlook", "originalna poruka": "outlook",
+    "posredovano sporočilo": "gmail", "izvirno sporočilo": "outlook",
+    # Cyrillic
+    "пересланное сообщение": "gmail", "переадресованное сообщение": "gmail", "оригинальное сообщение": "outlook",
+    "начало переадресованного сообщения": "apple", "переслане повідомлення": "gmail",
+    "оригінальне повідомлення": "outlook", "вихідне повідомлення": "outlook", "початок пересланого повідомлення": "apple",
+    "препратено съобщение": "gmail", "оригинално съобщение": "outlook", "начало на препратеното съобщение": "apple",
+    "прослеђена порука": "gmail", "оригинална порука": "outlook",
+    # right to left
+    "رسالة معاد توجيهها": "gmail", "الرسالة المعاد توجيهها": "gmail", "رسالة محولة": "gmail",
+    "الرسالة الأصلية": "outlook", "بداية الرسالة المعاد توجيهها": "apple",
+    "הודעה שהועברה": "gmail", "הודעה מקורית": "outlook", "תחילת הודעה שהועברה": "apple",
+    "پیام بازارسال شده": "gmail", "پیام بازارسال\u200cشده": "gmail", "پیام اصلی": "outlook",
+    "شروع پیام بازارسال شده": "apple", "اصل پیغام": "outlook",
+    # East and South-East Asia
+    "전달된 메일": "gmail", "전달된 메시지": "gmail", "원본 메시지": "outlook", "원본 메일": "outlook",
+    "元のメール": "outlook", "thư được chuyển tiếp": "gmail", "thư đã chuyển tiếp": "gmail", "thư gốc": "outlook",
+    "bắt đầu thư được chuyển tiếp": "apple", "pesan yang diteruskan": "gmail", "pesan terusan": "gmail",
+    "pesan asli": "outlook", "awal pesan yang diteruskan": "apple", "ข้อความที่ส่งต่อ": "gmail",
+    "ข้อความต้นฉบับ": "outlook", "अग्रेषित संदेश": "gmail", "मूल संदेश": "outlook",
 }
 # written as the clients write them, looked up folded (fold: case, accents, final sigma)
 _MARKERS = {fold(k): v for k, v in _MARKERS.items()}
@@ -76,16 +109,22 @@ _MARKER_STRIP = "-_=*<>[]() \t:："
 
 _LABELS = {
     "from": "from|de|von|da|van|från|fra|od|remitente|expéditeur|expediteur|gönderen|kimden|absender|"
-            "afzender|nadawca|mittente|发件人|寄件者|寄件人|差出人|από|от",
+            "afzender|nadawca|mittente|发件人|寄件者|寄件人|差出人|από|от|"
+            "lähettäjä|frá|de la|feladó|šalje|pošiljatelj|від|من|מאת|از|보낸 사람|보낸사람|từ|dari|จาก|प्रेषक",
     "to": "to|para|per|per a|à|a|pour|an|aan|til|till|destinatario|destinataire|destinatari|do|kime|alıcı|empfänger|"
-          "adresat|收件人|收件者|宛先|προς|кому",
-    "cc": "cc|kopie|còpia|copia|dw|bilgi|抄送|副本|κοιν",
+          "adresat|收件人|收件者|宛先|προς|кому|"
+          "vastaanottaja|către|catre|komu|címzett|prima|до|إلى|الى|אל|به|받는 사람|받는사람|đến|kepada|ถึง|प्रति",
+    "cc": "cc|kopie|còpia|copia|dw|bilgi|抄送|副本|κοιν|kopia|másolat|копия|копія|نسخة|עותק|رونوشت|참조|tembusan",
     "date": "date|sent|data|fecha|enviado|enviado el|envoyé|envoyé le|envoye|envoye le|gesendet|datum|inviato|"
             "enviat|enviada|enviada em|enviado em|enviat el|verzonden|skickat|sendt|wysłano|wysłane|tarih|"
             "gönderildi|gönderilme tarihi|发送时间|发送日期|日期|時間|时间|寄件日期|送信日時|ημερομηνία|στάλθηκε|отправлено|дата|"
-            "sent at|date sent",
+            "sent at|date sent|"
+            "dato|lähetetty|päivämäärä|trimis|dată|odesláno|odoslané|dátum|elküldve|poslano|надіслано|изпратено|"
+            "التاريخ|تم الإرسال|تاريخ الإرسال|תאריך|נשלח|تاریخ|ارسال شده|날짜|보낸 날짜|日付|ngày|đã gửi|tanggal|dikirim|"
+            "วันที่|दिनांक",
     "subject": "subject|asunto|assumpte|objet|sujet|betreff|oggetto|assunto|onderwerp|ämne|emne|tema|temat|konu|"
-               "主题|主旨|件名|θέμα|тема",
+               "主题|主旨|件名|θέμα|тема|"
+               "aihe|subiect|předmět|predmet|tárgy|относно|الموضوع|موضوع|נושא|제목|chủ đề|tiêu đề|subjek|perihal|เรื่อง|विषय",
     "reply-to": "reply-to|responder a|répondre à|antwort an",
 }
 _LABEL_TO_KEY = {alt: key for key, alts in _LABELS.items() for alt in alts.split("|")}
@@ -94,7 +133,9 @@ _MAX_LABEL = max(map(len, _LABEL_TO_KEY)) + 4
 _ATTRIBUTION_WORDS = (
     "wrote", "writes", "escribió", "escribio", "va escriure", "ha escrit", "a écrit", "a ecrit", "schrieb",
     "ha scritto", "escreveu", "schreef", "napisał", "napisała", "napisal", "yazdı", "写道", "寫道", "έγραψε",
-    "написал",
+    "написал", "пишет", "пише", "написа", "skrev", "kirjoitti", "napsal", "napísal", "a scris", "írta",
+    "je napisao", "je napisala", "كتب", "כתב", "כתבה", "نوشت", "작성", "のメール", "書きました", "đã viết", "menulis",
+    "เขียน", "ने लिखा",
 )
 _MAILTO = re.compile(r"\[mailto:([^\]\s]{1,254})\]|<mailto:([^>\s]{1,254})>", re.I)
 _ADDRESS = re.compile(r"[\w.+'-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
