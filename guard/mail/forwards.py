@@ -59,7 +59,6 @@ _MARKERS = {
     "転送されたメッセージ": "gmail", "转发的邮件": "gmail", "转发邮件": "gmail", "原始邮件": "outlook",
     "原始郵件": "outlook", "轉寄郵件": "gmail", "转发邮件信息": "gmail", "轉寄郵件資訊": "gmail",
     "原始邮件信息": "outlook", "已转发邮件": "gmail", "転送メッセージ": "gmail", "元のメッセージ": "outlook",
-    "προωθημενο μηνυμα": "gmail", "αρχικο μηνυμα": "outlook",
     "пересылаемое сообщение": "gmail", "исходное сообщение": "outlook",
     "wiadomość oryginalna": "outlook", "początek przekazywanej wiadomości": "apple",
     "wiadomość przekazana dalej": "gmail", "przekazana dalej wiadomość": "gmail",
@@ -77,7 +76,7 @@ _MARKERS = {
     "begynnelse på videresendt melding": "apple", "välitetty viesti": "gmail", "alkuperäinen viesti": "outlook",
     "välitetty viesti alkaa": "apple", "áframsent skeyti": "gmail", "upprunalegt skeyti": "outlook",
     # Central and Eastern Europe
-    "mesaj redirecționat": "gmail", "mesaj redirecţionat": "gmail", "mesaj transmis": "gmail",
+    "mesaj redirecționat": "gmail", "mesaj transmis": "gmail",
     "mesaj original": "outlook", "începutul mesajului redirecționat": "apple",
     "přeposlaná zpráva": "gmail", "původní zpráva": "outlook", "začátek přeposlané zprávy": "apple",
     "preposlaná správa": "gmail", "pôvodná správa": "outlook", "začiatok preposlanej správy": "apple",
@@ -130,11 +129,13 @@ _LABELS = {
 _LABEL_TO_KEY = {alt: key for key, alts in _LABELS.items() for alt in alts.split("|")}
 _MAX_LABEL = max(map(len, _LABEL_TO_KEY)) + 4
 
+#: looked for as substrings of the lowered line, so a word's longer forms ("napisała", "написал",
+#: "пишет") need no entry of their own
 _ATTRIBUTION_WORDS = (
     "wrote", "writes", "escribió", "escribio", "va escriure", "ha escrit", "a écrit", "a ecrit", "schrieb",
-    "ha scritto", "escreveu", "schreef", "napisał", "napisała", "napisal", "yazdı", "写道", "寫道", "έγραψε",
-    "написал", "пишет", "пише", "написа", "skrev", "kirjoitti", "napsal", "napísal", "a scris", "írta",
-    "je napisao", "je napisala", "كتب", "כתב", "כתבה", "نوشت", "작성", "のメール", "書きました", "đã viết", "menulis",
+    "ha scritto", "escreveu", "schreef", "napisał", "napisal", "yazdı", "写道", "寫道", "έγραψε",
+    "пише", "написа", "skrev", "kirjoitti", "napsal", "napísal", "a scris", "írta",
+    "je napisao", "كتب", "כתב", "نوشت", "작성", "のメール", "書きました", "đã viết", "menulis",
     "เขียน", "ने लिखा",
 )
 _MAILTO = re.compile(r"\[mailto:([^\]\s]{1,254})\]|<mailto:([^>\s]{1,254})>", re.I)
