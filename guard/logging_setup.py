@@ -140,9 +140,9 @@ class RedactingFilter(logging.Filter):
             msg = record.getMessage()
         except Exception:  # a broken format string: let the handler report it
             return True
-        clean = redact(msg)
-        if clean != msg:
-            record.msg, record.args = clean, None
+        # the formatted text replaces the format and its arguments, changed or not: the handler
+        # then does not format the message a second time
+        record.msg, record.args = redact(msg), None
         return True
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from guard.pickling import fast_pickle
+
 CATEGORIES = ("scam", "suspicious", "report", "inquiry", "automated", "other")
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class Reason:
     rule: str

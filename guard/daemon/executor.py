@@ -327,6 +327,10 @@ class Executor:
                                                          now=now), f))
         if started.begun:
             started.analysis = asyncio.ensure_future(self._analyse_all(started.begun))
+            # let the task begin (the messages handed to the worker) before the caller goes on: the
+            # caller decides the previous batch next, without an await, and the worker would wait
+            # for the first await after it (the sends) to be given this batch
+            await asyncio.sleep(0)
         return started
 
     async def _complete_batch(self, started: "_Started", ahead: list[int] | None) -> dict[int, Outcome | None]:

@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from guard.mail.textutil import mask_card_numbers
+from guard.mail.textutil import find_card_numbers, mask_card_numbers
 from guard.respond.prepare import LOOP_ALERT, TO_COORDINATOR
 
 MIGRATIONS: list[str] = [
@@ -277,6 +277,19 @@ def _masked(value):
     return value
 
 
+def _masked_json(value) -> str:
+    """``json.dumps(_masked(value))``, in one scan when nothing is to be masked.
+
+    A card number in a string of ``value`` stands in the JSON text as it is (digits, spaces and
+    hyphens are never escaped, and the quotes around a string are not digits), unless a ``\\u``
+    escape (a control character) puts digits right before it; so a text with neither is the
+    answer, and only one with a candidate or an escape is walked string by string."""
+    text = json.dumps(value, ensure_ascii=False)
+    if "\\u" not in text and not find_card_numbers(text):
+        return text
+    return json.dumps(_masked(value), ensure_ascii=False)
+
+
 #: the note on an outbox row that was at its commit point when guard stopped (see the module doc)
 UNCONFIRMED = "unconfirmed: guard stopped after handing the message to the SMTP server, before its answer"
 
@@ -472,8 +485,7 @@ class Journal:
             self.db.execute(
                 "UPDATE messages SET state='decided', category=?, verdict=?, plan=?, folder=?, flag=?, suppressed=?, "
                 "mode=?, note=?, error=NULL, updated=? WHERE id=? AND state='new'",
-                (category, json.dumps(_masked(verdict), ensure_ascii=False), json.dumps(plan), folder, int(flag),
-                 json.dumps(_masked(suppressed), ensure_ascii=False), mode, _masked(note), _ts(now), row_id))
+                (category, _masked_json(verdict), json.dumps(plan), folder, int(flag), _masked_json(suppressed), mode, _masked(note), _ts(now), row_id))
             for seq, o in enumerate(outgoing):
                 cur = self.db.execute(
                     "INSERT INTO outbox (message, seq, kind, template, recipient, envelope_from, message_id, raw, "

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import confusable_homoglyphs
 from rapidfuzz.distance import Levenshtein
 
+from guard.pickling import fast_pickle
+
 
 @functools.lru_cache(maxsize=1)
 def _psl():
@@ -161,6 +163,7 @@ def skeleton(name: str) -> str:
     return "".join(_SINGLE.get(ch, ch) for ch in name)
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class LookAlike:
     domain: str

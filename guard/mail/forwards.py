@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from email.utils import formataddr
 
 from guard.mail.textutil import fold
+from guard.pickling import fast_pickle
 
 #: only the start of a line can be a marker, a header label or an attribution
 MAX_LINE = 300
@@ -142,6 +143,7 @@ _MAILTO = re.compile(r"\[mailto:([^\]\s]{1,254})\]|<mailto:([^>\s]{1,254})>", re
 _ADDRESS = re.compile(r"[\w.+'-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class InlineForward:
     own_text: str

@@ -36,6 +36,7 @@ from guard.mail import forwards
 
 from guard.mail import language
 from guard.mail.textutil import decode_bytes, may_hold_link
+from guard.pickling import fast_pickle
 
 MAX_PARTS = 500
 MAX_DEPTH = 12
@@ -49,6 +50,7 @@ MAX_HEADER_CHARS = 4000
 MAX_PARSE_BYTES = 10_000_000
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class Address:
     name: str
@@ -70,6 +72,7 @@ class Address:
         return f"{self.name} <{self.addr}>" if self.name else self.addr
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class Url:
     url: str
@@ -77,6 +80,7 @@ class Url:
     registrable: str
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class Attachment:
     filename: str
@@ -84,6 +88,7 @@ class Attachment:
     size: int
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class AuthMethod:
     """One result of an Authentication-Results header (RFC 8601 section 2.2): ``dkim=pass header.d=x.org``."""
@@ -117,12 +122,14 @@ class AuthMethod:
         return (ident is None and self.method == "dmarc") or bool(ident and _aligned(ident, from_domain))
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class AuthHeader:
     authserv_id: str  # lower case
     methods: tuple[AuthMethod, ...] = ()
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class AuthCheck:
     """Whether a trusted receiving server authenticated the From domain (see :meth:`AuthResults.check`)."""
@@ -139,6 +146,7 @@ def _aligned(domain: str, from_domain: str) -> bool:
     return domain == from_domain or domains.registrable(domain) == domains.registrable(from_domain)
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class AuthResults:
     """SPF, DKIM and DMARC results, and every Authentication-Results header in order (top first).

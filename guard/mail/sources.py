@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from guard.pickling import fast_pickle
+
 MBOX_SUFFIXES = (".mbox", ".mbx")
 # an mbox separator: "From " + sender + a ctime-style date
 _FROM_LINE = re.compile(rb"^From \S+ +\w{3} \w{3} +\d+ [\d:]+ \d{4}", re.M)
 
 
+@fast_pickle
 @dataclass(frozen=True, slots=True)
 class Source:
     name: str  # the path as given, or path#N for the N-th message of an mbox

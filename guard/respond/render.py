@@ -536,13 +536,19 @@ def _boundary(seed: str, n: int) -> str:
 def _base_headers(ident: Identity, *, to: Address, subject: str, now: datetime, message_id: str,
                   auto: str, reply_to: Address | None = None) -> list[tuple[str, object]]:
     """The headers every message guard writes starts with, in order, as (name, value) pairs."""
-    h: list[tuple[str, object]] = [("From", Address(ident.from_name, addr_spec=ident.events_address)), ("To", to)]
+    h: list[tuple[str, object]] = [("From", _from_address(ident.from_name, ident.events_address)), ("To", to)]
     if reply_to is not None:
         h.append(("Reply-To", reply_to))
     h += [("Subject", clean_header(subject, 250)), ("Date", email.utils.format_datetime(now)),
           ("Message-ID", message_id), ("Auto-Submitted", auto), ("X-Auto-Response-Suppress", "All"),
           (ident.loop_header, ident.events_address)]
     return h
+
+
+@functools.lru_cache(maxsize=8)
+def _from_address(name: str, addr_spec: str) -> Address:
+    """The From of every message guard writes (an Address is immutable; parsing its addr-spec is not free)."""
+    return Address(name, addr_spec=addr_spec)
 
 
 def _base(ident: Identity, *, to: Address, subject: str, now: datetime, message_id: str,
@@ -581,7 +587,6 @@ def _alternative(m: EmailMessage, text: str, html: str, seed: str) -> None:
 # CR/LF), memoised by value, and the bodies are quoted-printable encoded by email.quoprimime as
 # set_content does. What is written by hand is the fixed multipart/alternative skeleton.
 
-_NLCRE = re.compile(r"\r\n|\r|\n")  # email.generator's line-end normalisation
 #: folded header lines are memoised by value (functools.lru_cache, bounded): the From,
 #: Auto-Submitted, loop and MIME headers are the same for every message, Date the same for a
 #: second, To and Subject for a sender or a campaign
@@ -620,6 +625,7 @@ def clear_memos() -> None:
     global _last_event
     _text_line.cache_clear()
     _address_line.cache_clear()
+    _from_address.cache_clear()
     _last_event = None
 
 
@@ -712,8 +718,9 @@ def _qp_body(content: str) -> bytes:
     """A text part's body as contentmanager.set_text_content(cte="quoted-printable") encodes it and the
     generator writes it (CRLF line ends)."""
     lines = content.encode("utf-8").splitlines()
-    data = email.quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), QP_LINE)
-    return _NLCRE.sub("\r\n", data).encode("ascii", "surrogateescape")
+    # CRLF joins the lines at once: the body has no CR left, so this is the generator's normalisation
+    data = email.quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), QP_LINE, eol="\r\n")
+    return data.encode("ascii", "surrogateescape")
 
 
 _CTE_QP = _header_line("Content-Transfer-Encoding", "quoted-printable")

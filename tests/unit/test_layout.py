@@ -122,12 +122,12 @@ def test_every_subpackage_says_what_lives_there():
 
 def test_tests_mirror_the_package_layout():
     """Unit tests of a subpackage live in tests/unit/<subpackage>/; the top of tests/unit holds only
-    tests of top-level modules and of the repository (settings, logging, packaging, deploy, layout)."""
+    tests of top-level modules and of the repository (settings, logging, pickling, packaging, deploy, layout)."""
     tests = PKG.parent / "tests" / "unit"
     subpackages = sorted(p.name for p in PKG.iterdir() if (p / "__init__.py").is_file())
     for sub in subpackages:
         assert list((tests / sub).glob("test_*.py")), f"tests/unit/{sub}/ has no tests"
     top = {"test_settings", "test_log_privacy", "test_log_redaction_identifiers", "test_packaging",
-           "test_deploy", "test_layout", "test_bench_throughput"}
+           "test_deploy", "test_layout", "test_bench_throughput", "test_pickling"}
     stray = sorted(p.stem for p in tests.glob("test_*.py") if p.stem not in top)
     assert not stray, f"tests/unit/{stray}: move into the subpackage they test"

@@ -180,3 +180,36 @@ def test_breaker_counts_in_memory_agree_with_sql_through_failures_rollbacks_and_
     assert _window_counts(j, T0 - timedelta(days=1)) == _sql_counts(j, T0 - timedelta(days=1))
     # the window keeps about the last hour: memory does not grow with the journal
     assert j._window.floor > T0.timestamp()
+
+
+# -- card numbers masked in the verdict's JSON -------------------------------------------------
+
+from hypothesis import given, settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from guard.daemon.journal import _masked, _masked_json  # noqa: E402
+
+_CARDISH = st.sampled_from(["4111 1111 1111 1111", "4111111111111111", "5500-0000-0000-0004", "378282246310005",
+                            "4111 1111 1111 1112", "0000000000000", "12345678901234567890"])
+_PIECES = st.one_of(st.text(max_size=12), _CARDISH, st.sampled_from(["\x01", "\x1f", '"', "\\", "\n", "7", " ", "-"]))
+_STRINGS = st.lists(_PIECES, max_size=6).map("".join)
+_VALUES = st.recursive(
+    st.one_of(_STRINGS, st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none()),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_STRINGS, inner, max_size=4)),
+    max_leaves=12)
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(_VALUES)
+def test_the_one_scan_json_of_a_verdict_masks_as_the_walk_over_its_strings(value):
+    import json
+
+    assert _masked_json(value) == json.dumps(_masked(value), ensure_ascii=False)
+
+
+def test_a_card_number_after_a_control_character_is_masked_in_the_json():
+    import json
+
+    text = _masked_json({"reasons": [{"description": "\x014111111111111111"}]})  # JSON: \u00014111...
+    assert "4111111111111111" not in text
+    assert json.loads(text)["reasons"][0]["description"] == "\x01**** **** **** 1111"
