@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,29 @@ def test_throughput_benchmark_guard_only(tmp_path):
     assert res["guard"]["messages"] == held
     # the benchmark trains its own model in a temporary directory: the shipped one is untouched
     assert {p.name: p.read_bytes() for p in (REPO / "models").glob("guard-model.*")} == shipped
+
+
+def test_the_timeline_splits_the_run_by_cores_in_use_and_names_who_ran_when_half_idle():
+    """bench/timeline.py's arithmetic on a made-up timeline (the run itself needs root and the stack)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import timeline
+    finally:
+        sys.path.pop(0)
+    ms = 1_000_000  # ns
+    samples, cpu = [], {"main": 0, "worker": 0, "smtp": 0, "dovecot": 0}
+    for k in range(401):  # 10 ms apart; skip the first 1.5 s, then 1 s of "main alone", 1 s of "all four"
+        t = k * 0.01
+        samples.append((t, {r: {i + 1: cpu[r]} for i, r in enumerate(timeline.ROLES)}))
+        if t >= 1.5:
+            both = t >= 2.5
+            cpu["main"] += 10 * ms
+            cpu["worker"] += 10 * ms if both else 0
+            cpu["smtp"] += 2 * ms if both else 1 * ms
+            cpu["dovecot"] += 3 * ms if both else 0
+    a = timeline.analyse(samples)
+    assert abs(a["seconds"] - 2.5) < 0.02  # 1.5-4.0 s
+    assert abs(a["low_share"] - 0.4) < 0.02  # the 1 s of main alone (1.1 cores)
+    assert abs(a["low_cores"]["main"] - 1.0) < 0.01 and a["low_cores"]["worker"] == 0
+    assert abs(a["low_cores"]["smtp"] - 0.1) < 0.01
+    assert abs(a["busy"] - (1.1 * 1.0 + 2.5 * 1.5) / 2.5 / (os.cpu_count() or 2)) < 0.02
