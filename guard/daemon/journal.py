@@ -485,7 +485,8 @@ class Journal:
             self.db.execute(
                 "UPDATE messages SET state='decided', category=?, verdict=?, plan=?, folder=?, flag=?, suppressed=?, "
                 "mode=?, note=?, error=NULL, updated=? WHERE id=? AND state='new'",
-                (category, _masked_json(verdict), json.dumps(plan), folder, int(flag), _masked_json(suppressed), mode, _masked(note), _ts(now), row_id))
+                (category, _masked_json(verdict), json.dumps(plan), folder, int(flag), _masked_json(suppressed), mode,
+                 _masked(note), _ts(now), row_id))
             for seq, o in enumerate(outgoing):
                 cur = self.db.execute(
                     "INSERT INTO outbox (message, seq, kind, template, recipient, envelope_from, message_id, raw, "
