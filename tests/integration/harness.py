@@ -515,10 +515,13 @@ def account(ms, expected: dict[str, str], *, user: str = EVENTS, since: int = 0,
 
 class FreezableProxy:
     """A TCP proxy 127.0.0.1:port -> target. ``freeze()`` silently blackholes every connection open
-    at that moment (sockets stay open, nothing is forwarded or closed); new connections work."""
+    at that moment (sockets stay open, nothing is forwarded or closed); new connections work.
+    ``reply_delay`` holds every chunk from the target for that many seconds before passing it on
+    (a slow server: nothing is lost, what the client wrote still reaches the target in order)."""
 
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", reply_delay: float = 0.0) -> None:
         self.target = (target_host, target_port)
+        self.reply_delay = reply_delay
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -562,6 +565,8 @@ class FreezableProxy:
                     if not data:
                         conn["open"] = False
                         break
+                    if s is b and self.reply_delay:
+                        time.sleep(self.reply_delay)
                     (b if s is a else a).sendall(data)
         except OSError:
             pass

@@ -31,7 +31,7 @@ from daemon_messages import (
     scam,
 )
 
-from harness import wait_until
+from harness import FreezableProxy, wait_until
 
 from guard.cli.main import main as guard_main
 
@@ -46,7 +46,7 @@ def parsed(raw: bytes):
 class Guard:
     """A guard configuration for the test's stack, runnable in-process (--once) or as a daemon."""
 
-    def __init__(self, ms, tmp: Path, **daemon) -> None:
+    def __init__(self, ms, tmp: Path, smtp_port: int | None = None, **daemon) -> None:
         self.ms = ms
         self.tmp = tmp
         self.journal = tmp / "journal.sqlite3"
@@ -71,7 +71,7 @@ timeout_seconds = 10
 
 [smtp]
 host = "127.0.0.1"
-port = {ms.smtp_port}
+port = {smtp_port or ms.smtp_port}
 tls = "none"
 retry_initial_seconds = 1
 retry_max_seconds = 2
@@ -305,22 +305,37 @@ def test_untrusted_certificate_is_refused(guard, caplog):
     assert any("certificate" in r.getMessage() for r in caplog.records)
 
 
-def test_kill_9_mid_batch_then_restart_misses_nothing_and_never_sends_a_second_reply(guard):
-    ms = guard.ms
+def test_kill_9_mid_batch_then_restart_misses_nothing_and_never_sends_a_second_reply(clean_mailstack, tmp_path):
+    ms = clean_mailstack
     n = 40
-    guard.once()
-    ids = []
-    for i in range(n):
-        raw = inquiry(sender=f"p{i}@example.net", name=f"P {i}")
-        ids.append(parsed(raw)["Message-ID"])
-        ms.send(raw, f"p{i}@example.net", [EVENTS])
-    before = len(ms.sink())
-    guard.start()
-    # kill while the batch's replies and forwards are going out (some sent, the batch not filed)
-    wait_until(lambda: len(ms.sink()) >= before + 12, timeout=30, what="a dozen sends")
-    guard.kill9()
-    at_kill = guard.done()
-    assert at_kill < n, "the batch finished before the kill: not a mid-batch crash"
+    # guard's SMTP goes through a proxy that holds each server answer 10 ms (a slow server, about
+    # 40 ms a send): at full speed guard may finish all 80 sends between two looks at the sink
+    proxy = FreezableProxy(ms.smtp_port, reply_delay=0.01)
+    guard = Guard(ms, tmp_path, smtp_port=proxy.port)
+    try:
+        guard.once()
+        ids = []
+        for i in range(n):
+            raw = inquiry(sender=f"p{i}@example.net", name=f"P {i}")
+            ids.append(parsed(raw)["Message-ID"])
+            ms.send(raw, f"p{i}@example.net", [EVENTS])
+        before = len(ms.sink())
+        guard.start()
+        # kill while the batch's replies and forwards are going out (some sent, the batch not filed)
+        wait_until(lambda: len(ms.sink()) >= before + 12, timeout=30, what="a dozen sends")
+        guard.kill9()
+        at_kill = guard.done()
+        assert at_kill < n, "the batch finished before the kill: not a mid-batch crash"
+        _restart_and_check_every_inquiry_answered_once(guard, ms, n, ids, before)
+    finally:
+        if guard.proc is not None:
+            guard.proc.kill()
+            guard.proc.wait(10)
+            guard._logf.close()
+        proxy.close()
+
+
+def _restart_and_check_every_inquiry_answered_once(guard, ms, n, ids, before) -> None:
     guard.start()
     guard.wait_done(n, timeout=60)
     assert guard.stop() == 0
