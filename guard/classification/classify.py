@@ -86,7 +86,6 @@ class Classifier:
             inner=inner,
             paid=paid,
             model_p=model_p,
-            language=msg.language,
             defects=msg.defects,
         )
 

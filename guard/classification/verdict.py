@@ -38,7 +38,6 @@ class Verdict:
     inner: "Verdict | None" = None
     paid: bool = False
     model_p: float | None = None
-    language: str = "und"
     defects: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,6 +49,5 @@ class Verdict:
             "inner": self.inner.to_dict() if self.inner is not None else None,
             "paid": self.paid,
             "model_p": None if self.model_p is None else round(self.model_p, 4),
-            "language": self.language,
             "defects": list(self.defects),
         }

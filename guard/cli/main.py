@@ -94,7 +94,7 @@ def cmd_classify(args) -> int:
         msg = parse(src.raw)
         verdict = classifier.classify(msg)
         if args.json:
-            record = {"source": src.name, "message_id": msg.message_id, **verdict.to_dict()}
+            record = {"source": src.name, "message_id": msg.message_id, **verdict.to_dict(), "language": msg.language}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
             _print_human(src.name, msg, verdict, args.explain)

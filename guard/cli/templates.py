@@ -72,12 +72,12 @@ def _message(subject: str, body: str, inner: str | None = None) -> bytes:
             + b"\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n" + inner.encode("utf-8") + b"\r\n--b--\r\n")
 
 
-def _sample_verdict(template: str, lang: str):
+def _sample_verdict(template: str):
     from guard.classification.verdict import Reason, Verdict
 
     if template in ("inquiry_ack", "forward_summary", "breaker_alert"):
         return Verdict("inquiry", 0.0, reasons=(Reason("ASKS_VISA_LETTER", "Asks about an invitation letter", 1.5,
-                                                       ("inquiry",)),), language=lang)
+                                                       ("inquiry",)),))
     inner = Verdict("scam", 11.5, reasons=(
         Reason("HOUSING_OFFICIAL_CLAIM", "Claims to be the event's official housing provider", 3.0, ("scam", "housing")),
         Reason("CARD_DETAILS_REQUEST", "Asks for payment-card details", 4.0, ("scam", "payment")),
@@ -86,7 +86,7 @@ def _sample_verdict(template: str, lang: str):
     ))
     paid = template in ("report_paid", "coordinator_alert")
     return Verdict("report", 0.0, reasons=(Reason("FORWARDED_SUSPECT", "Forwards a suspect message", 3.0, ("report",)),),
-                   inner=inner, paid=paid, language=lang)
+                   inner=inner, paid=paid)
 
 
 def render_preview(settings, template: str, *, event_id: str | None = None, lang: str | None = None,
@@ -124,12 +124,13 @@ def render_preview(settings, template: str, *, event_id: str | None = None, lang
     ident = ident.with_events([event] if event is not None else [])
     raw = _sample_raw(template, event, lang, ident)
     msg = parse(raw)
-    verdict = _sample_verdict(template, lang)
+    verdict = _sample_verdict(template)
     now = now or datetime.now(timezone.utc).replace(microsecond=0)
     mid = f"<guard.preview.{template}@{ident.domain}>"
     try:
         if kind == "reply":
-            return build_reply(renderer, template, msg=msg, verdict=verdict, ident=ident, now=now, message_id=mid)
+            return build_reply(renderer, template, msg=msg, verdict=verdict, ident=ident, now=now, message_id=mid,
+                               language=lang)
         if kind == "forward":
             return build_forward(renderer, template, raw=raw, msg=msg, verdict=verdict, ident=ident, now=now,
                                  message_id=mid)

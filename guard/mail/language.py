@@ -404,9 +404,9 @@ def preload() -> None:
 def detect(text: str, *, max_chars: int = 3000) -> str:
     """ISO 639-1 code of the text's language, or "und" when there is too little to tell.
 
-    The parser calls it once per message, on the subject and the author's own text (embedded
-    messages get their own call); the last few answers are remembered, so a second look at
-    the same text (a reply's language) costs nothing."""
+    Called only when a reply's language is chosen (:mod:`guard.respond.languages`, and
+    ``ParsedMessage.language`` on first use); no rule or model reads the language. The last few
+    answers are remembered, so a second look at the same text costs nothing."""
     sample = text[:max_chars]
     if "@" in sample or may_hold_link(sample):  # else _URLS cannot match: no scan
         sample = _URLS.sub(" ", sample)

@@ -24,6 +24,7 @@ import email.header
 import email.message
 import email.policy
 import email.utils
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -232,7 +233,6 @@ class ParsedMessage:
     urls: tuple[Url, ...]
     attachments: tuple[Attachment, ...]
     auth: AuthResults
-    language: str
     forwarded: tuple["ParsedMessage", ...]
     forward_style: str | None  # how the first embedded message was found
     defects: tuple[str, ...]
@@ -240,6 +240,15 @@ class ParsedMessage:
     #: the addresses of Resent-To and Resent-Cc (RFC 5322 section 3.6.6)
     resent: tuple[Address, ...] = ()
     _lower: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @functools.cached_property
+    def language(self) -> str:
+        """ISO 639-1 code of the subject and the author's own text, "und" when there is too little to tell.
+
+        Read on first use, not when the message is parsed: no rule or model reads it, only the choice
+        of a reply's language does (:mod:`guard.respond.languages`), and detecting it costs about a tenth
+        of parsing and classifying a message (``bench/throughput.py``)."""
+        return language.detect(self.subject + "\n" + self.text)
 
     def header(self, name: str) -> str | None:
         """The first value of a header (case-insensitive), or None."""
@@ -289,7 +298,7 @@ def _empty(raw: bytes, defect: str) -> ParsedMessage:
         headers=(), from_=None, sender=None, reply_to=(), return_path=None, to=(), cc=(), subject="",
         date=None, message_id=None, in_reply_to=None, references=(), content_type="text/plain",
         report_type=None, text=text, full_text=text, html_seen=False, urls=(), attachments=(),
-        auth=AuthResults(), language="und", forwarded=(), forward_style=None, defects=(defect,), size=len(raw),
+        auth=AuthResults(), forwarded=(), forward_style=None, defects=(defect,), size=len(raw),
     )
 
 
@@ -388,7 +397,6 @@ def _from_message(msg: email.message.Message, size: int, depth: int) -> ParsedMe
     # a report's own links are the reporter's; the forwarded ones belong to the inner message
     urls = _urls(own_text, walker.hrefs if own is full_text else [])
     subject = get.get("subject", "")
-    lang = language.detect(subject + "\n" + own_text)
     return ParsedMessage(
         headers=headers,
         from_=from_,
@@ -410,7 +418,6 @@ def _from_message(msg: email.message.Message, size: int, depth: int) -> ParsedMe
         urls=urls,
         attachments=tuple(walker.attachments),
         auth=_auth_results(headers),
-        language=lang,
         forwarded=forwarded,
         forward_style=style,
         defects=tuple(dict.fromkeys(defects)),

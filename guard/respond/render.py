@@ -764,11 +764,11 @@ def build_reply(renderer: Renderer, template: str, *, msg: ParsedMessage, verdic
                 envelope_from: str = "", language: str | None = None) -> Rendered:
     """An automatic reply to the participant (the outer sender; never a forwarded message's sender).
 
-    ``language``: the reply's language (:meth:`Renderer.reply_language`); None: ``verdict.language``.
+    ``language``: the reply's language (:meth:`Renderer.reply_language`); None: the message's (``msg.language``).
     ``envelope_from`` "" is the null sender (RFC 3834 section 3.3), so a bounce of the reply goes nowhere."""
     to_addr = msg.from_.addr if msg.from_ else ""
     ctx = _defang_for_reply(context_for(msg, verdict, ident))
-    lang = renderer.pick_language(language or verdict.language, template)
+    lang = renderer.pick_language(language or msg.language, template)
     subject, text, html = renderer.render(template, ctx, lang)
     recipient, shadow_for = to_addr, None
     if shadow_for_coordinator:

@@ -130,6 +130,27 @@ def test_language(text, lang):
     assert parse(f"Subject: q\n\n{text}".encode()).language == lang
 
 
+def test_language_is_detected_on_first_use_only(monkeypatch, classifier):
+    """Parsing and classifying never detect the language (no rule or model reads it); the first
+    read of ``language`` does, once, on the subject and the author's own text."""
+    from guard.mail import language
+
+    calls = []
+    real = language.detect
+    monkeypatch.setattr(language, "detect", lambda text, **kw: calls.append(text) or real(text, **kw))
+    raw = (b"From: Pat <pat@example.org>\r\nSubject: Fwd: Hotel\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+           b"Bonjour, je voudrais savoir si ce message vient de vous, merci beaucoup.\r\n--b\r\n"
+           b"Content-Type: message/rfc822\r\n\r\nFrom: x@hotel.example\r\nSubject: Booking\r\n\r\n"
+           b"Dear guest, please send your card number to confirm the room.\r\n--b--\r\n")
+    msg = parse(raw)
+    classifier.classify(msg)
+    assert calls == []
+    assert msg.language == "fr" and msg.forwarded[0].language == "en"
+    assert msg.language == "fr"
+    assert calls == [msg.subject + "\n" + msg.text, msg.forwarded[0].subject + "\n" + msg.forwarded[0].text]
+
+
 FORWARDS = {
     "gmail": (
         "Is this legit?\n\n---------- Forwarded message ---------\nFrom: Royal Housing <desk@royal-housing.example>\n"

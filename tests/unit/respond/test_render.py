@@ -56,7 +56,7 @@ def parts(raw: bytes) -> dict[str, str]:
 
 def scam_report() -> tuple:
     raw = report_raw()
-    return raw, parse(raw), Verdict("report", 0.0, inner=Verdict("scam", 8.0), language="en")
+    return raw, parse(raw), Verdict("report", 0.0, inner=Verdict("scam", 8.0))
 
 
 def test_every_template_renders_with_strict_variables():

@@ -57,12 +57,14 @@ IDENTS = [
     Identity("CRM", "CRM", "events@crm.cat", "Coord", "coord@crm.cat", loop_header="MIME-Version"),
 ]
 VERDICTS = [
-    Verdict("inquiry", 0.0, language="en"),
+    Verdict("inquiry", 0.0),
     Verdict("report", 0.0, inner=Verdict("scam", 8.0, reasons=(Reason("R", "Asks for card details", 5.0,
-                                                                      ("scam", "payment")),)), language="es"),
-    Verdict("report", 0.0, inner=Verdict("scam", 8.0), paid=True, language="ca"),
-    Verdict("scam", 6.5, language="xx"),
+                                                                      ("scam", "payment")),))),
+    Verdict("report", 0.0, inner=Verdict("scam", 8.0), paid=True),
+    Verdict("scam", 6.5),
 ]
+#: the reply's language beside each verdict (None: the message's own, as the daemon's fallback)
+LANGUAGES = ["en", "es", None, "xx"]
 REPLIES = ("inquiry_ack", "report_verdict", "report_paid")
 
 
@@ -112,10 +114,11 @@ def ref_alternative(m, text, html, seed) -> None:
     m.set_boundary(_boundary(seed, 1))
 
 
-def ref_reply(renderer, template, *, msg, verdict, ident, now, message_id, shadow_for_coordinator=False) -> bytes:
+def ref_reply(renderer, template, *, msg, verdict, ident, now, message_id, shadow_for_coordinator=False,
+              language=None) -> bytes:
     to_addr = msg.from_.addr if msg.from_ else ""
     ctx = _defang_for_reply(context_for(msg, verdict, ident))  # sender text never a live link in a reply
-    subject, text, html = renderer.render(template, ctx, verdict.language)
+    subject, text, html = renderer.render(template, ctx, language or msg.language)
     recipient, shadow_for = to_addr, None
     if shadow_for_coordinator:
         recipient, shadow_for = ident.coordinator_address, to_addr
@@ -164,12 +167,13 @@ def outcome(fn, *args, **kw):
     return out if isinstance(out, bytes) else out.raw
 
 
-def check_all(raw: bytes, ident: Identity, verdict: Verdict, now: datetime, n: int) -> None:
+def check_all(raw: bytes, ident: Identity, verdict: Verdict, language: str | None, now: datetime, n: int) -> None:
     msg = parse(raw)
     mid = f"<guard.{n:016x}.1@{ident.domain}>"
     for template in REPLIES:
         for shadow in (False, True):
-            kw = dict(msg=msg, verdict=verdict, ident=ident, now=now, message_id=mid, shadow_for_coordinator=shadow)
+            kw = dict(msg=msg, verdict=verdict, ident=ident, now=now, message_id=mid, shadow_for_coordinator=shadow,
+                      language=language)
             want = outcome(ref_reply, R, template, **kw)
             assert outcome(build_reply, R, template, **kw) == want, (template, shadow)
             assert outcome(build_reply, R, template, **kw) == want  # again: memoised header lines, same bytes
@@ -196,7 +200,7 @@ def test_samples_give_the_same_bytes_as_the_email_message_construction(path):
     raw = path.read_bytes()
     for i, ident in enumerate(IDENTS):
         for j, verdict in enumerate(VERDICTS):
-            check_all(raw, ident, verdict, NOW + timedelta(seconds=i), i * 10 + j)
+            check_all(raw, ident, verdict, LANGUAGES[j], NOW + timedelta(seconds=i), i * 10 + j)
 
 
 names = st.text(st.characters(blacklist_categories=("Cs",)), max_size=90)
@@ -227,7 +231,7 @@ def hand_made(draw) -> bytes:
 @given(raw=st.one_of(hand_made(), addressed_messages(), messages()), i=st.integers(0, len(IDENTS) - 1),
        j=st.integers(0, len(VERDICTS) - 1), second=st.integers(0, 3))
 def test_generated_mail_gives_the_same_bytes(raw, i, j, second):
-    check_all(raw, IDENTS[i], VERDICTS[j], NOW + timedelta(seconds=second), i * 10 + j)
+    check_all(raw, IDENTS[i], VERDICTS[j], LANGUAGES[j], NOW + timedelta(seconds=second), i * 10 + j)
 
 
 def test_header_injection_is_still_refused():

@@ -72,8 +72,8 @@ def verdict(template: str, lang: str, inner_category: str = "scam") -> Verdict:
         Reason("FREEMAIL", "Free-mail organiser", 2.0, ("scam", "sender")),
         Reason("PRESSURE", "Pressure", 1.0, ("scam", "pressure", "named", "links", "identity", "invoice"))))
     if template == "inquiry_ack":
-        return Verdict("inquiry", 0.0, language=lang)
-    return Verdict("report", 0.0, inner=inner, paid=template == "report_paid", language=lang)
+        return Verdict("inquiry", 0.0)
+    return Verdict("report", 0.0, inner=inner, paid=template == "report_paid")
 
 
 def bodies(raw: bytes) -> dict[str, str]:

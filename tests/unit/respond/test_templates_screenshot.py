@@ -32,11 +32,12 @@ def _reply_html(lang: str) -> str:
            b"Message-ID: <rep@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
            b"--b\r\nContent-Type: text/plain\r\n\r\nIs this real? <script>alert(1)</script>\r\n--b\r\n"
            b"Content-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--b--\r\n")
-    verdict = Verdict("report", 0.0, language=lang, inner=Verdict("scam", 9.0, reasons=(
+    verdict = Verdict("report", 0.0, inner=Verdict("scam", 9.0, reasons=(
         Reason("CARD_DETAILS_REQUEST", "Asks for card details", 4.0, ("scam", "payment")),
         Reason("HOUSING_OFFICIAL_CLAIM", "Official housing claim", 3.0, ("scam", "housing")))))
     r = build_reply(Renderer(shipped("templates")), "report_verdict", msg=parse(raw), verdict=verdict, ident=ident,
-                    now=datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc), message_id="<shot@crm.cat>")
+                    now=datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc), message_id="<shot@crm.cat>",
+                    language=lang)
     m = email.message_from_bytes(r.raw, policy=email.policy.default)
     return m.get_body(("html",)).get_content()
 
