@@ -49,9 +49,6 @@ def _load_first(settings: GuardSettings, name: str, load):
 
 def find_model(settings: GuardSettings) -> tuple[ScamModel | None, Path | None]:
     """The scam model in use and where it came from (None, None: no model, rules only)."""
-    from guard.mail import language
-
-    language.preload()  # first, while memory is low (see language.preload)
     return _load_first(settings, SCAM_ARTEFACT, load_scam_model)
 
 

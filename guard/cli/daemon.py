@@ -135,7 +135,11 @@ def setup_logging(level: str, fmt: str = "text") -> None:
 
 def _classifier(settings, no_model: bool):
     from guard.classification.assemble import build_classifier
+    from guard.mail import language
 
+    # the daemon chooses replies' languages: the language model first, while memory is low (see
+    # language.preload), and before the analyser's fork; a one-shot classify never loads it
+    language.preload()
     model = None
     if not no_model:
         from guard.classification.model_loader import load_default_model
